@@ -1,0 +1,282 @@
+//! Command-line parsing for `specdec MODEL [options]`, run.c's interface.
+//!
+//! run.c reads `-x value` pairs and silently clamps or ignores bad values;
+//! here every invalid value is an error that names the flag, the value and
+//! the accepted range.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Print the help text.
+    Help,
+    /// Run a model, as run.c does.
+    Run(RunArgs),
+}
+
+/// run.c's mode: `-m generate|chat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Continue a prompt.
+    Generate,
+    /// Llama 2 chat, reading user turns from stdin.
+    Chat,
+}
+
+/// Settings of a run, with run.c's defaults.
+#[derive(Debug)]
+pub struct RunArgs {
+    /// Checkpoint path.
+    pub checkpoint: PathBuf,
+    /// Tokenizer path (`-z`), default `tokenizer.bin` as in run.c.
+    pub tokenizer: PathBuf,
+    /// Sampling temperature (`-t`), default 1.0; 0 is greedy.
+    pub temperature: f32,
+    /// Top-p (`-p`), default 0.9; 0 or 1 disables it.
+    pub topp: f32,
+    /// Random seed (`-s`); 0 or absent means the current time, as in run.c.
+    pub seed: u64,
+    /// Number of positions to run (`-n`), default 256; 0 means the model's
+    /// seq_len, and larger values are clamped to it, as in run.c.
+    pub steps: usize,
+    /// Prompt (`-i`).
+    pub prompt: Option<String>,
+    /// Mode (`-m`).
+    pub mode: Mode,
+    /// System prompt for chat mode (`-y`).
+    pub system_prompt: Option<String>,
+}
+
+/// A command-line error: one line, naming the value and the fix.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The `--help` text.
+pub const HELP: &str = "\
+Usage: specdec MODEL [options]
+       specdec gen OUTPUT [options]      (write a synthetic checkpoint; see specdec gen --help)
+
+Runs a llama2.c checkpoint (legacy v0, v1, or Q8_0 v2) and prints the generated
+text to stdout, as llama2.c's run.c does. Statistics go to stderr.
+
+Example: specdec stories15M.bin -z tokenizer.bin -t 0.8 -n 256 -i \"Once upon a time\"
+
+Options:
+  -t <float>   temperature in [0, inf), default 1.0; 0 picks the most likely token
+  -p <float>   top-p (nucleus) threshold in [0, 1], default 0.9; 0 or 1 turns it off
+  -s <int>     random seed, default 0, which seeds from the current time
+  -n <int>     number of positions to run, prompt included, default 256;
+               0 or more than the model's seq_len means seq_len
+  -i <string>  input prompt
+  -z <string>  tokenizer file, default tokenizer.bin
+  -m <string>  mode: generate (default) or chat
+  -y <string>  system prompt in chat mode
+  -h, --help   print this help
+
+Differences from run.c: invalid values are errors instead of being clamped or
+ignored, byte tokens are reassembled into UTF-8 instead of dropping bytes of
+0x80 and above, and a prompt longer than the model's context is an error.
+";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, UsageError> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Command::Help);
+    }
+    let Some((checkpoint, rest)) = args.split_first() else {
+        return Err(UsageError(
+            "missing MODEL; usage: specdec MODEL [options], or specdec --help".into(),
+        ));
+    };
+    if checkpoint.starts_with('-') {
+        return Err(UsageError(format!(
+            "expected a checkpoint path as the first argument, found option '{checkpoint}'; \
+             usage: specdec MODEL [options]"
+        )));
+    }
+    let mut run = RunArgs {
+        checkpoint: PathBuf::from(checkpoint),
+        tokenizer: PathBuf::from("tokenizer.bin"),
+        temperature: 1.0,
+        topp: 0.9,
+        seed: 0,
+        steps: 256,
+        prompt: None,
+        mode: Mode::Generate,
+        system_prompt: None,
+    };
+    let mut i = 0;
+    while i < rest.len() {
+        let flag = rest[i].as_str();
+        let Some(value) = rest.get(i + 1) else {
+            return Err(UsageError(format!(
+                "option '{flag}' needs a value; see specdec --help"
+            )));
+        };
+        match flag {
+            "-t" => {
+                let t = parse_float(flag, "temperature", value)?;
+                if t.is_nan() || t < 0.0 {
+                    return Err(UsageError(format!(
+                        "invalid temperature '{value}' for -t; use 0 for greedy or a positive number"
+                    )));
+                }
+                run.temperature = t;
+            }
+            "-p" => {
+                let p = parse_float(flag, "top-p", value)?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(UsageError(format!(
+                        "invalid top-p '{value}' for -p; use a number in [0, 1] (1 turns top-p off)"
+                    )));
+                }
+                run.topp = p;
+            }
+            "-s" => run.seed = parse_seed(value)?,
+            "-n" => {
+                let n: i64 = value.trim().parse().map_err(|_| {
+                    UsageError(format!("invalid step count '{value}' for -n; use a whole number, 0 for the model's seq_len"))
+                })?;
+                if n < 0 {
+                    return Err(UsageError(format!(
+                        "invalid step count '{value}' for -n; use 0 (the model's seq_len) or a positive number"
+                    )));
+                }
+                run.steps = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            "-i" => run.prompt = Some(value.clone()),
+            "-z" => run.tokenizer = PathBuf::from(value),
+            "-m" => {
+                run.mode = match value.as_str() {
+                    "generate" => Mode::Generate,
+                    "chat" => Mode::Chat,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "unknown mode '{value}' for -m; use generate or chat"
+                        )))
+                    }
+                }
+            }
+            "-y" => run.system_prompt = Some(value.clone()),
+            _ => {
+                return Err(UsageError(format!(
+                    "unknown option '{flag}'; see specdec --help for the options"
+                )));
+            }
+        }
+        i += 2;
+    }
+    Ok(Command::Run(run))
+}
+
+fn parse_float(flag: &str, name: &str, value: &str) -> Result<f32, UsageError> {
+    value.trim().parse::<f32>().map_err(|_| {
+        UsageError(format!(
+            "invalid {name} '{value}' for {flag}; expected a number"
+        ))
+    })
+}
+
+/// Parses a seed. Negative values wrap to 64 bits as run.c's
+/// `unsigned long long rng_seed = atoi(...)` does, so `-s -1` seeds the same
+/// stream in both programs.
+fn parse_seed(value: &str) -> Result<u64, UsageError> {
+    let v = value.trim();
+    if let Ok(seed) = v.parse::<u64>() {
+        return Ok(seed);
+    }
+    match v.parse::<i64>() {
+        Ok(seed) => Ok(seed as u64),
+        Err(_) => Err(UsageError(format!(
+            "invalid seed '{value}' for -s; expected a whole number (0 seeds from the clock)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run_args(list: &[&str]) -> RunArgs {
+        match parse(&args(list)) {
+            Ok(Command::Run(run)) => run,
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    fn error(list: &[&str]) -> String {
+        match parse(&args(list)) {
+            Err(UsageError(message)) => message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_run_c() {
+        let run = run_args(&["model.bin"]);
+        assert_eq!(run.temperature, 1.0);
+        assert_eq!(run.topp, 0.9);
+        assert_eq!(run.steps, 256);
+        assert_eq!(run.seed, 0);
+        assert_eq!(run.tokenizer, PathBuf::from("tokenizer.bin"));
+        assert_eq!(run.mode, Mode::Generate);
+        assert!(run.prompt.is_none());
+    }
+
+    #[test]
+    fn all_flags_parse() {
+        let run = run_args(&[
+            "m.bin", "-t", "0.5", "-p", "0.95", "-s", "42", "-n", "10", "-i", "hi", "-z", "t.bin",
+            "-m", "chat", "-y", "sys",
+        ]);
+        assert_eq!(run.temperature, 0.5);
+        assert_eq!(run.topp, 0.95);
+        assert_eq!(run.seed, 42);
+        assert_eq!(run.steps, 10);
+        assert_eq!(run.prompt.as_deref(), Some("hi"));
+        assert_eq!(run.tokenizer, PathBuf::from("t.bin"));
+        assert_eq!(run.mode, Mode::Chat);
+        assert_eq!(run.system_prompt.as_deref(), Some("sys"));
+    }
+
+    #[test]
+    fn negative_seed_wraps_like_c() {
+        assert_eq!(run_args(&["m.bin", "-s", "-1"]).seed, u64::MAX);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        assert!(error(&["m.bin", "-t", "-0.5"]).contains("invalid temperature '-0.5'"));
+        assert!(error(&["m.bin", "-t", "abc"]).contains("invalid temperature 'abc'"));
+        assert!(error(&["m.bin", "-p", "1.5"]).contains("invalid top-p '1.5'"));
+        assert!(error(&["m.bin", "-p", "-0.1"]).contains("invalid top-p '-0.1'"));
+        assert!(error(&["m.bin", "-n", "-3"]).contains("invalid step count '-3'"));
+        assert!(error(&["m.bin", "-s", "x"]).contains("invalid seed 'x'"));
+        assert!(error(&["m.bin", "-m", "talk"]).contains("unknown mode 'talk'"));
+        assert!(error(&["m.bin", "-q", "1"]).contains("unknown option '-q'"));
+        assert!(error(&["m.bin", "-t"]).contains("option '-t' needs a value"));
+        assert!(error(&[]).contains("missing MODEL"));
+        assert!(error(&["-t", "1"]).contains("expected a checkpoint path"));
+    }
+
+    #[test]
+    fn help_wins_anywhere() {
+        assert!(matches!(
+            parse(&args(&["m.bin", "--help"])),
+            Ok(Command::Help)
+        ));
+        assert!(matches!(parse(&args(&["-h"])), Ok(Command::Help)));
+    }
+}

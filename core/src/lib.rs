@@ -1,0 +1,37 @@
+//! specdec-core: llama2.c-compatible transformer inference and speculative
+//! decoding for `no_std` targets.
+//!
+//! The crate never allocates. Every buffer comes from the caller and is sized
+//! by a pure function of the model [`Config`](checkpoint::Config):
+//! [`state::state_size`] for activations, KV cache and logits,
+//! [`tokenizer::index_len`] for the tokenizer's piece index, and
+//! [`sampler::Sampler::new`] takes a `vocab_size`-long scratch slice.
+//!
+//! Modules follow the data: a checkpoint header is parsed and validated
+//! ([`checkpoint`]), weights are borrowed views into the checkpoint bytes
+//! ([`weights`]), a caller arena is carved into run state ([`state`]), kernels
+//! live in [`ops`], and [`forward`] reads top to bottom like llama2.c's
+//! `run.c`.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod checkpoint;
+pub mod forward;
+pub mod math;
+pub mod ops;
+pub mod sampler;
+pub mod state;
+pub mod synthetic;
+pub mod tokenizer;
+pub mod weights;
+
+pub use checkpoint::{CheckpointError, Config, Format};
+pub use forward::{ForwardError, Logits, Transformer};
+pub use sampler::Sampler;
+pub use state::{state_size, RunState, StateError};
+pub use tokenizer::{Tokenizer, TokenizerError};
