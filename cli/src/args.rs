@@ -47,7 +47,48 @@ pub struct RunArgs {
     pub mode: Mode,
     /// System prompt for chat mode (`-y`).
     pub system_prompt: Option<String>,
+    /// Speculative decoding settings; `None` for plain decoding.
+    pub speculative: Option<SpecArgs>,
+    /// When to colour accepted draft tokens (`--color`).
+    pub color: ColorChoice,
 }
+
+/// Where draft tokens come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DraftArg {
+    /// A draft checkpoint (`-d`).
+    Model(PathBuf),
+    /// Prompt lookup with n-grams up to this length (`--lookup`).
+    Lookup(usize),
+}
+
+/// Speculative decoding settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpecArgs {
+    /// The draft source.
+    pub draft: DraftArg,
+    /// Maximum draft tokens per round (`-k`), default 4.
+    pub k: usize,
+    /// Stop drafting when the draft's top probability is below this
+    /// (`--draft-p-min`), default 0 (never).
+    pub draft_p_min: f32,
+    /// Adapt the draft length from recent acceptance (`--adaptive-k`).
+    pub adaptive: bool,
+}
+
+/// `--color auto|always|never`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// Largest `-k`: the core's limit on draft tokens per round.
+pub const MAX_K: usize = specdec_core::speculative::MAX_K;
 
 /// A command-line error: one line, naming the value and the fix.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,6 +122,21 @@ Options:
   -y <string>  system prompt in chat mode
   -h, --help   print this help
 
+Speculative decoding (generate mode):
+  -d <string>          draft checkpoint with the same vocabulary as MODEL
+  --lookup <int>       draft by prompt lookup with n-grams of up to this many
+                       tokens, instead of a draft model
+  -k <int>             maximum draft tokens per round, 1 to 64, default 4
+  --draft-p-min <float>
+                       stop drafting a round when the draft's most likely token
+                       has a probability below this, in [0, 1]; default 0 (off)
+  --adaptive-k         adapt the draft length within [1, K] from the last round
+  --color <when>       colour accepted draft tokens: auto (default; when stdout
+                       is a terminal and NO_COLOR is unset), always or never
+  Statistics go to stderr. Greedy (-t 0) output is identical to plain decoding;
+  sampled output follows the same distribution, but with its own random stream,
+  so a seed gives different text than in plain mode.
+
 Differences from run.c: invalid values are errors instead of being clamped or
 ignored, byte tokens are reassembled into UTF-8 instead of dropping bytes of
 0x80 and above, and a prompt longer than the model's context is an error.
@@ -112,10 +168,21 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         prompt: None,
         mode: Mode::Generate,
         system_prompt: None,
+        speculative: None,
+        color: ColorChoice::Auto,
     };
+    let mut draft = None;
+    let mut k = None;
+    let mut draft_p_min = None;
+    let mut adaptive = false;
     let mut i = 0;
     while i < rest.len() {
         let flag = rest[i].as_str();
+        if flag == "--adaptive-k" {
+            adaptive = true;
+            i += 1;
+            continue;
+        }
         let Some(value) = rest.get(i + 1) else {
             return Err(UsageError(format!(
                 "option '{flag}' needs a value; see specdec --help"
@@ -166,6 +233,41 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 }
             }
             "-y" => run.system_prompt = Some(value.clone()),
+            "-d" | "--lookup" => {
+                if draft.is_some() {
+                    return Err(UsageError(
+                        "-d and --lookup both choose the draft source; pass only one of them"
+                            .into(),
+                    ));
+                }
+                draft = Some(if flag == "-d" {
+                    DraftArg::Model(PathBuf::from(value))
+                } else {
+                    DraftArg::Lookup(parse_count(flag, "n-gram length", value, 1, usize::MAX)?)
+                });
+            }
+            "-k" => k = Some(parse_count(flag, "draft length", value, 1, MAX_K)?),
+            "--draft-p-min" => {
+                let p = parse_float(flag, "probability", value)?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(UsageError(format!(
+                        "invalid probability '{value}' for --draft-p-min; use a number in [0, 1]"
+                    )));
+                }
+                draft_p_min = Some(p);
+            }
+            "--color" => {
+                run.color = match value.as_str() {
+                    "auto" => ColorChoice::Auto,
+                    "always" => ColorChoice::Always,
+                    "never" => ColorChoice::Never,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "invalid value '{value}' for --color; use auto, always or never"
+                        )))
+                    }
+                }
+            }
             _ => {
                 return Err(UsageError(format!(
                     "unknown option '{flag}'; see specdec --help for the options"
@@ -174,7 +276,48 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         }
         i += 2;
     }
+    match draft {
+        Some(draft) => {
+            if run.mode == Mode::Chat {
+                return Err(UsageError(
+                    "speculative decoding (-d or --lookup) works in -m generate only".into(),
+                ));
+            }
+            run.speculative = Some(SpecArgs {
+                draft,
+                k: k.unwrap_or(4),
+                draft_p_min: draft_p_min.unwrap_or(0.0),
+                adaptive,
+            });
+        }
+        None => {
+            if k.is_some() || draft_p_min.is_some() || adaptive {
+                return Err(UsageError(
+                    "-k, --draft-p-min and --adaptive-k need a draft source; add -d DRAFT or --lookup N".into(),
+                ));
+            }
+        }
+    }
     Ok(Command::Run(run))
+}
+
+/// Parses a whole number in `min..=max`.
+fn parse_count(
+    flag: &str,
+    name: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<usize, UsageError> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if max == usize::MAX => Err(UsageError(format!(
+            "invalid {name} '{value}' for {flag}; use a whole number of at least {min}"
+        ))),
+        _ => Err(UsageError(format!(
+            "invalid {name} '{value}' for {flag}; use a whole number from {min} to {max}"
+        ))),
+    }
 }
 
 fn parse_float(flag: &str, name: &str, value: &str) -> Result<f32, UsageError> {
@@ -269,6 +412,43 @@ mod tests {
         assert!(error(&["m.bin", "-t"]).contains("option '-t' needs a value"));
         assert!(error(&[]).contains("missing MODEL"));
         assert!(error(&["-t", "1"]).contains("expected a checkpoint path"));
+    }
+
+    #[test]
+    fn speculative_flags_parse() {
+        let run = run_args(&[
+            "m.bin",
+            "-d",
+            "draft.bin",
+            "-k",
+            "6",
+            "--draft-p-min",
+            "0.3",
+            "--adaptive-k",
+        ]);
+        let spec = run.speculative.unwrap();
+        assert_eq!(spec.draft, DraftArg::Model(PathBuf::from("draft.bin")));
+        assert_eq!(spec.k, 6);
+        assert_eq!(spec.draft_p_min, 0.3);
+        assert!(spec.adaptive);
+        let run = run_args(&["m.bin", "--lookup", "3", "--color", "never"]);
+        assert_eq!(run.speculative.unwrap().draft, DraftArg::Lookup(3));
+        assert_eq!(run.color, ColorChoice::Never);
+        assert_eq!(run_args(&["m.bin", "-d", "x"]).speculative.unwrap().k, 4);
+    }
+
+    #[test]
+    fn invalid_speculative_flags_are_rejected() {
+        assert!(error(&["m.bin", "-d", "a", "--lookup", "2"]).contains("pass only one of them"));
+        assert!(error(&["m.bin", "-k", "3"]).contains("need a draft source"));
+        assert!(error(&["m.bin", "-d", "a", "-k", "0"]).contains("invalid draft length '0' for -k"));
+        assert!(error(&["m.bin", "-d", "a", "-k", "65"]).contains("from 1 to 64"));
+        assert!(error(&["m.bin", "--lookup", "0"]).contains("invalid n-gram length '0'"));
+        assert!(
+            error(&["m.bin", "-d", "a", "--draft-p-min", "2"]).contains("invalid probability '2'")
+        );
+        assert!(error(&["m.bin", "--color", "blue"]).contains("invalid value 'blue' for --color"));
+        assert!(error(&["m.bin", "-d", "a", "-m", "chat"]).contains("-m generate only"));
     }
 
     #[test]

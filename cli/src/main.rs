@@ -5,6 +5,7 @@ mod gen;
 mod load;
 mod output;
 mod run;
+mod speculate;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -95,6 +96,20 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
     };
     let stdout = io::stdout();
     let mut out = PieceWriter::new(stdout.lock());
+    if run.speculative.is_some() {
+        let prompt = run::encode_prompt(
+            &tokenizer,
+            run.prompt.as_deref().unwrap_or(""),
+            config.seq_len(),
+        )?;
+        let seed = effective_seed(run.seed);
+        let report = speculate::generate(run, &model, &tokenizer, &prompt, steps, seed, &mut out)?;
+        let _stdout = out
+            .finish()
+            .map_err(|e| format!("cannot write to stdout: {e}"))?;
+        speculate::print_report(&report);
+        return Ok(());
+    }
     let stats = match run.mode {
         Mode::Generate => {
             let prompt = run::encode_prompt(

@@ -121,18 +121,11 @@ pub fn generate<W: Write>(
     };
     stats.positions = fed;
 
-    // Print the prompt pieces as run.c does while it forces prompt tokens.
-    for pos in 0..fed.min(prompt.len() - 1) {
-        let next = prompt[pos + 1];
-        if next == BOS {
-            out.write_raw(b"\n").map_err(io_error)?;
-            stats.elapsed = start.elapsed();
-            return Ok(stats);
-        }
-        out.write_piece(decode(tokenizer, prompt[pos], next)?)
-            .map_err(io_error)?;
+    if print_prompt(tokenizer, prompt, fed, out)? {
+        out.write_raw(b"\n").map_err(io_error)?;
+        stats.elapsed = start.elapsed();
+        return Ok(stats);
     }
-    out.flush().map_err(io_error)?;
 
     if fed == prompt.len() {
         let mut token = prompt[prompt.len() - 1];
@@ -163,6 +156,28 @@ pub fn generate<W: Write>(
     out.flush().map_err(io_error)?;
     stats.elapsed = start.elapsed();
     Ok(stats)
+}
+
+/// Prints the pieces of the prompt tokens that run.c forces within the first
+/// `fed` positions. Returns true when a prompt token is BOS, where run.c
+/// stops generating.
+pub fn print_prompt<W: Write>(
+    tokenizer: &Tokenizer<'_>,
+    prompt: &[u32],
+    fed: usize,
+    out: &mut PieceWriter<W>,
+) -> Result<bool, String> {
+    let io_error = |e: std::io::Error| format!("cannot write to stdout: {e}");
+    for pos in 0..fed.min(prompt.len() - 1) {
+        let next = prompt[pos + 1];
+        if next == BOS {
+            return Ok(true);
+        }
+        out.write_piece(decode(tokenizer, prompt[pos], next)?)
+            .map_err(io_error)?;
+    }
+    out.flush().map_err(io_error)?;
+    Ok(false)
 }
 
 fn decode<'t>(tokenizer: &Tokenizer<'t>, prev: u32, token: u32) -> Result<&'t [u8], String> {

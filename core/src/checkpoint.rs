@@ -313,7 +313,7 @@ impl Config {
                     found: 0,
                 });
             }
-            if dim % group_size != 0 || hidden_dim % group_size != 0 {
+            if !dim.is_multiple_of(group_size) || !hidden_dim.is_multiple_of(group_size) {
                 return Err(CheckpointError::GroupSizeMismatch {
                     group_size,
                     dim,
@@ -321,17 +321,17 @@ impl Config {
                 });
             }
         }
-        if dim % n_heads != 0 {
+        if !dim.is_multiple_of(n_heads) {
             return Err(CheckpointError::DimNotDivisibleByHeads { dim, n_heads });
         }
-        if n_heads % n_kv_heads != 0 {
+        if !n_heads.is_multiple_of(n_kv_heads) {
             return Err(CheckpointError::HeadsNotDivisibleByKvHeads {
                 n_heads,
                 n_kv_heads,
             });
         }
         let head_size = dim / n_heads;
-        if head_size % 2 != 0 {
+        if !head_size.is_multiple_of(2) {
             return Err(CheckpointError::OddHeadSize { head_size });
         }
         let config = Config {

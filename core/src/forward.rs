@@ -136,7 +136,7 @@ impl<'a> Transformer<'a> {
                 max_batch: s.max_batch,
             });
         }
-        if pos.checked_add(n).map_or(true, |end| end > p.seq_len) {
+        if pos.checked_add(n).is_none_or(|end| end > p.seq_len) {
             return Err(ForwardError::ContextOverflow {
                 pos,
                 n,

@@ -25,6 +25,7 @@ pub mod forward;
 pub mod math;
 pub mod ops;
 pub mod sampler;
+pub mod speculative;
 pub mod state;
 pub mod synthetic;
 pub mod tokenizer;

@@ -187,7 +187,10 @@ pub const fn is_quantized(format: Format) -> bool {
 
 /// Reinterprets little-endian f32 bytes in place.
 fn cast_f32(bytes: &[u8]) -> &[f32] {
-    assert!(bytes.as_ptr() as usize % core::mem::align_of::<f32>() == 0 && bytes.len() % 4 == 0);
+    assert!(
+        (bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<f32>())
+            && bytes.len().is_multiple_of(4)
+    );
     // SAFETY: the pointer is aligned for f32 and the length is a multiple of 4
     // (asserted above; `Weights::new` checks the base address and every offset
     // from `Layout` is a multiple of 4 for fp32 tensors). Every bit pattern is
