@@ -96,6 +96,13 @@ impl<W: Write> PieceWriter<W> {
         self.out.write_all(bytes)
     }
 
+    /// Writes terminal control bytes (colour codes) straight through. An
+    /// unfinished UTF-8 character stays pending, so a colour change between
+    /// its bytes cannot break it; its bytes follow the codes once complete.
+    pub fn write_control(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)
+    }
+
     /// Flushes the underlying writer. A pending partial character stays
     /// pending, because its next byte may still come.
     pub fn flush(&mut self) -> io::Result<()> {
@@ -145,6 +152,16 @@ mod tests {
             written(&[b" x", &[0xF0], &[0x9F], &[0x98], &[0x80], b"!"]),
             " x😀!".as_bytes()
         );
+    }
+
+    #[test]
+    fn control_bytes_keep_pending_character() {
+        let mut w = PieceWriter::new(Vec::new());
+        w.write_control(b"<g>").unwrap();
+        w.write_piece(&[0xCF]).unwrap();
+        w.write_control(b"</g>").unwrap();
+        w.write_piece(&[0x98]).unwrap();
+        assert_eq!(w.finish().unwrap(), "<g></g>\u{3d8}".as_bytes());
     }
 
     #[test]

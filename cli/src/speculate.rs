@@ -77,7 +77,7 @@ pub fn generate<W: Write>(
             max_ngram: *max_ngram,
         },
         DraftArg::Model(path) => {
-            draft_file = MappedFile::open(path)?;
+            draft_file = MappedFile::open(path).map_err(|e| format!("draft {e}"))?;
             draft_model = Transformer::new(draft_file.bytes())
                 .map_err(|e| format!("draft {}: {e}", path.display()))?;
             let draft_config = draft_model.config;
@@ -179,11 +179,11 @@ pub fn generate<W: Write>(
                 .map_err(|e| format!("cannot decode token {token}: {e}"))?;
             let accepted = i < round.accepted;
             if color && accepted {
-                out.write_raw(ACCEPTED_COLOR).map_err(io_error)?;
+                out.write_control(ACCEPTED_COLOR).map_err(io_error)?;
             }
             out.write_piece(piece).map_err(io_error)?;
             if color && accepted {
-                out.write_raw(RESET_COLOR).map_err(io_error)?;
+                out.write_control(RESET_COLOR).map_err(io_error)?;
             }
             report.generated += 1;
             prev = token;
