@@ -1,18 +1,36 @@
 //! Kernels: rmsnorm, softmax, fp32 and Q8_0 matmul, activation quantization.
 //!
-//! These are the scalar reference kernels. Each reproduces run.c's (or
-//! runq.c's) operation order exactly: sums start at 0.0 and accumulate in
-//! index order, with a separate multiply and add and no FMA. `forward` calls
-//! kernels only through this module, so a faster kernel that keeps the same
-//! order per output element can replace one without touching `forward`.
+//! Every kernel reproduces run.c's (or runq.c's) float operation order
+//! exactly: each float sum starts at 0.0 and accumulates in index order,
+//! with a separate multiply and add and no FMA. Integer sums, exact in any
+//! order, may be reordered. `forward` calls kernels only through this
+//! module, so a faster kernel that keeps the same order per output element
+//! can replace one without touching `forward`.
 //!
-//! Matmuls are batched and weight-stationary: `x` holds `batch` rows of `n`
-//! values, each weight row is read once and applied to every row of the
-//! batch, and each output element still sums in its own sequential order, so
-//! a batch gives the same bits as `batch` separate calls.
+//! Matmuls are batched and weight-stationary: `x` contains `batch` rows of
+//! `n` values, and a block of weight rows is applied to several batch rows
+//! before the next block is read. The scalar kernel takes all batch rows at
+//! once and the SIMD kernels up to 8. Each output element still sums in its
+//! own sequential order, so a batch gives the same bits as `batch` separate
+//! calls.
+//!
+//! [`matmul`] and [`matmul_q8`] dispatch to the AVX2 kernels on x86-64 CPUs
+//! that have AVX2 (detected at run time with the `std` feature, at compile
+//! time without it), to the NEON kernels on aarch64, and otherwise to the
+//! scalar reference in [`scalar`]. The SIMD kernels vectorise across output
+//! rows or batch rows, never along a float dot product, so their results
+//! have the scalar bits. NaN payloads are the one exception: Rust does not
+//! fix which NaN an operation returns, so a NaN output may differ in payload
+//! bits between kernels.
 
 use crate::math::{expf, roundf, sqrtf};
 use crate::weights::QTensor;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon;
+pub mod scalar;
 
 /// Normalizes `x` by its root mean square and scales by `weight`, writing `o`.
 ///
@@ -66,22 +84,25 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// Computes `xout[b] = W x[b]` for every row `b` of the batch, where `W` is
-/// `(d, n)` row-major, `x` is `(batch, n)` and `xout` is `(batch, d)`.
+/// `(d, n)` row-major, `x` is `(batch, n)` and `xout` is `(batch, d)`, with
+/// the bits of [`scalar::matmul`] and the fastest kernel the CPU supports.
 ///
 /// The caller guarantees `w.len() >= d * n`, `x.len() == batch * n` and
 /// `xout.len() == batch * d`.
 pub fn matmul(xout: &mut [f32], x: &[f32], w: &[f32], n: usize, d: usize) {
-    let batch = x.len() / n;
-    debug_assert_eq!(xout.len(), batch * d);
-    for (i, w_row) in w.chunks_exact(n).take(d).enumerate() {
-        for b in 0..batch {
-            let x_row = &x[b * n..(b + 1) * n];
-            let mut val = 0.0f32;
-            for (&wv, &xv) in w_row.iter().zip(x_row) {
-                val += wv * xv;
-            }
-            xout[b * d + i] = val;
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        neon::matmul(xout, x, w, n, d);
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+    {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::is_available() {
+            // SAFETY: is_available() found AVX2 on this CPU.
+            unsafe { avx2::matmul(xout, x, w, n, d) };
+            return;
         }
+        scalar::matmul(xout, x, w, n, d);
     }
 }
 
@@ -116,34 +137,24 @@ pub fn quantize(q: &mut [i8], s: &mut [f32], x: &[f32], group_size: usize) {
 }
 
 /// Computes `xout[b] = W xq[b]` for Q8_0 weights and quantized activations,
-/// as runq.c: per output row, for each group in order, an i32 dot product of
-/// the int8 values, then `val += ((float)ival * w_scale) * x_scale`.
+/// with the bits of [`scalar::matmul_q8`] (runq.c's order) and the fastest
+/// kernel the CPU supports.
 ///
 /// `xq` is `(batch, n)` int8 with `xs` `(batch, n / group_size)` scales; `w`
 /// holds `(d, n)` values; `xout` is `(batch, d)`.
 pub fn matmul_q8(xout: &mut [f32], xq: &[i8], xs: &[f32], w: QTensor<'_>, n: usize, d: usize) {
-    let gs = w.group_size;
-    let groups = n / gs;
-    let batch = xq.len() / n;
-    debug_assert_eq!(xout.len(), batch * d);
-    for i in 0..d {
-        let w_row = &w.q[i * n..(i + 1) * n];
-        for b in 0..batch {
-            let x_row = &xq[b * n..(b + 1) * n];
-            let x_scales = &xs[b * groups..(b + 1) * groups];
-            let mut val = 0.0f32;
-            let groups_iter = x_row
-                .chunks_exact(gs)
-                .zip(w_row.chunks_exact(gs))
-                .zip(x_scales);
-            for (g, ((xg, wg), &x_scale)) in groups_iter.enumerate() {
-                let mut ival = 0i32;
-                for (&xv, &wv) in xg.iter().zip(wg) {
-                    ival += i32::from(xv) * i32::from(wv);
-                }
-                val += (ival as f32 * w.scale(i * groups + g)) * x_scale;
-            }
-            xout[b * d + i] = val;
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        neon::matmul_q8(xout, xq, xs, w, n, d);
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+    {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::is_available() {
+            // SAFETY: is_available() found AVX2 on this CPU.
+            unsafe { avx2::matmul_q8(xout, xq, xs, w, n, d) };
+            return;
         }
+        scalar::matmul_q8(xout, xq, xs, w, n, d);
     }
 }
