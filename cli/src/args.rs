@@ -51,6 +51,9 @@ pub struct RunArgs {
     pub speculative: Option<SpecArgs>,
     /// When to colour accepted draft tokens (`--color`).
     pub color: ColorChoice,
+    /// Worker threads (`-T`, `--threads`); `None` means one per available
+    /// core.
+    pub threads: Option<usize>,
 }
 
 /// Where draft tokens come from.
@@ -120,6 +123,9 @@ Options:
   -z <string>  tokenizer file, default tokenizer.bin
   -m <string>  mode: generate (default) or chat
   -y <string>  system prompt in chat mode
+  -T, --threads <int>
+               threads for the forward pass, 1 to 1024; default one per
+               available core. The output is the same for any count.
   -h, --help   print this help
 
 Speculative decoding (generate mode):
@@ -170,6 +176,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         system_prompt: None,
         speculative: None,
         color: ColorChoice::Auto,
+        threads: None,
     };
     let mut draft = None;
     let mut k = None;
@@ -247,6 +254,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 });
             }
             "-k" => k = Some(parse_count(flag, "draft length", value, 1, MAX_K)?),
+            "-T" | "--threads" => {
+                run.threads = Some(parse_count(flag, "thread count", value, 1, 1024)?)
+            }
             "--draft-p-min" => {
                 let p = parse_float(flag, "probability", value)?;
                 if !(0.0..=1.0).contains(&p) {
@@ -412,6 +422,14 @@ mod tests {
         assert!(error(&["m.bin", "-t"]).contains("option '-t' needs a value"));
         assert!(error(&[]).contains("missing MODEL"));
         assert!(error(&["-t", "1"]).contains("expected a checkpoint path"));
+    }
+
+    #[test]
+    fn threads_flag_parses() {
+        assert_eq!(run_args(&["m.bin", "-T", "3"]).threads, Some(3));
+        assert_eq!(run_args(&["m.bin", "--threads", "1"]).threads, Some(1));
+        assert_eq!(run_args(&["m.bin"]).threads, None);
+        assert!(error(&["m.bin", "-T", "0"]).contains("invalid thread count '0' for -T"));
     }
 
     #[test]

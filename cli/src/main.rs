@@ -10,6 +10,7 @@ mod speculate;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
+use specdec_core::parallel::ThreadPool;
 use specdec_core::sampler::ProbIndex;
 use specdec_core::tokenizer::index_len;
 use specdec_core::{state_size, RunState, Sampler, Tokenizer, Transformer};
@@ -88,11 +89,18 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
     let mut state =
         RunState::new(&config, PREFILL_BATCH, memory.as_bytes_mut()).map_err(|e| e.to_string())?;
 
+    let threads = run
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool =
+        ThreadPool::new(threads).map_err(|e| format!("cannot start {threads} threads: {e}"))?;
+
     let mut session = Session {
         model: &model,
         state: &mut state,
         tokenizer: &tokenizer,
         sampler: &mut sampler,
+        par: &pool,
     };
     let stdout = io::stdout();
     let mut out = PieceWriter::new(stdout.lock());
@@ -103,7 +111,12 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
             config.seq_len(),
         )?;
         let seed = effective_seed(run.seed);
-        let report = speculate::generate(run, &model, &tokenizer, &prompt, steps, seed, &mut out)?;
+        let target = speculate::Target {
+            model: &model,
+            tokenizer: &tokenizer,
+            par: &pool,
+        };
+        let report = speculate::generate(run, &target, &prompt, steps, seed, &mut out)?;
         let _stdout = out
             .finish()
             .map_err(|e| format!("cannot write to stdout: {e}"))?;

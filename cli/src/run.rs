@@ -3,6 +3,7 @@
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
+use specdec_core::parallel::Parallel;
 use specdec_core::tokenizer::{encode_capacity, BOS, EOS};
 use specdec_core::{Logits, RunState, Sampler, Tokenizer, Transformer};
 
@@ -37,6 +38,8 @@ pub struct Session<'m, 's> {
     pub tokenizer: &'m Tokenizer<'m>,
     /// The sampler.
     pub sampler: &'s mut Sampler<'s>,
+    /// Threads for forward passes.
+    pub par: &'m dyn Parallel,
 }
 
 /// Encodes `text` with BOS and checks that the tokens fit in the context.
@@ -79,17 +82,18 @@ fn prefill<'s>(
     state: &'s mut RunState<'_>,
     tokens: &[u32],
     pos: usize,
+    par: &dyn Parallel,
 ) -> Result<&'s mut [f32], String> {
     let batch = state.max_batch();
     let mut at = 0;
     while tokens.len() - at > batch {
         model
-            .forward(state, &tokens[at..at + batch], pos + at, Logits::Last)
+            .forward_parallel(state, &tokens[at..at + batch], pos + at, Logits::Last, par)
             .map_err(|e| e.to_string())?;
         at += batch;
     }
     model
-        .forward(state, &tokens[at..], pos + at, Logits::Last)
+        .forward_parallel(state, &tokens[at..], pos + at, Logits::Last, par)
         .map_err(|e| e.to_string())
 }
 
@@ -115,7 +119,13 @@ pub fn generate<W: Write>(
     // token's logits are sampled from, and only if it is within `steps`.
     let fed = prompt.len().min(steps);
     let mut logits = if fed > 0 {
-        Some(prefill(model, session.state, &prompt[..fed], 0)?)
+        Some(prefill(
+            model,
+            session.state,
+            &prompt[..fed],
+            0,
+            session.par,
+        )?)
     } else {
         None
     };
@@ -145,7 +155,7 @@ pub fn generate<W: Write>(
             }
             logits = Some(
                 model
-                    .forward(session.state, &[token], pos, Logits::Last)
+                    .forward_parallel(session.state, &[token], pos, Logits::Last, session.par)
                     .map_err(|e| e.to_string())?,
             );
             pos += 1;
@@ -287,7 +297,7 @@ pub fn chat<R: BufRead, W: Write>(
         // samples is EOS; batched prefill has no logits for them, so this
         // loop does not.
         let fed = tokens.len().min(steps - pos);
-        let logits = prefill(model, session.state, &tokens[..fed], pos)?;
+        let logits = prefill(model, session.state, &tokens[..fed], pos, session.par)?;
         pos += fed;
         for _ in 1..fed {
             session.sampler.skip_draw();
@@ -318,7 +328,7 @@ pub fn chat<R: BufRead, W: Write>(
             }
             token = next;
             let logits = model
-                .forward(session.state, &[token], pos, Logits::Last)
+                .forward_parallel(session.state, &[token], pos, Logits::Last, session.par)
                 .map_err(|e| e.to_string())?;
             pos += 1;
             next = session.sampler.sample(logits).map_err(|e| e.to_string())?;

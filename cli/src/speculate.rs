@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use specdec_core::parallel::Parallel;
 use specdec_core::sampler::ProbIndex;
 use specdec_core::speculative::{Buffers, Draft, Settings, SpecError, Speculator, Stats};
 use specdec_core::tokenizer::BOS;
@@ -50,18 +51,32 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
+/// The target model and what runs it.
+pub struct Target<'a> {
+    /// The target model.
+    pub model: &'a Transformer<'a>,
+    /// The tokenizer of its vocabulary.
+    pub tokenizer: &'a Tokenizer<'a>,
+    /// Threads for the forward passes of both models.
+    pub par: &'a dyn Parallel,
+}
+
 /// Generates with speculative decoding and prints what plain generation
 /// would print for the same `steps`, with accepted drafts coloured if asked.
 pub fn generate<W: Write>(
     run: &RunArgs,
-    target: &Transformer<'_>,
-    tokenizer: &Tokenizer<'_>,
+    target: &Target<'_>,
     prompt: &[u32],
     steps: usize,
     seed: u64,
     out: &mut PieceWriter<W>,
 ) -> Result<SpecReport, String> {
     let start = Instant::now();
+    let Target {
+        model: target,
+        tokenizer,
+        par,
+    } = *target;
     let spec = run.speculative.as_ref().ok_or("no draft source")?;
     let config = target.config;
     let vocab = config.vocab_size();
@@ -135,6 +150,7 @@ pub fn generate<W: Write>(
     let spec_error = |e: SpecError| e.to_string();
     let mut speculator =
         Speculator::new(target, target_state, draft, settings, buffers).map_err(spec_error)?;
+    speculator.set_parallel(par);
 
     let mut report = SpecReport {
         prompt_tokens: prompt.len(),

@@ -12,8 +12,9 @@ use core::fmt;
 use crate::checkpoint::{CheckpointError, Config};
 use crate::math::{cosf, expf, powf, sinf, sqrtf};
 use crate::ops::{matmul, matmul_q8, quantize, rmsnorm, rmsnorm_in_place, softmax};
+use crate::parallel::{Parallel, Serial};
 use crate::state::RunState;
-use crate::weights::{Matrix, Weights};
+use crate::weights::{Matrix, QTensor, Weights};
 
 /// Which rows of logits a forward call computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +122,19 @@ impl<'a> Transformer<'a> {
         pos: usize,
         rows: Logits,
     ) -> Result<&'s mut [f32], ForwardError> {
+        self.forward_parallel(s, tokens, pos, rows, &Serial)
+    }
+
+    /// [`Transformer::forward`], with matmul rows and attention heads spread
+    /// over `par`'s threads. The result has the same bits for any `par`.
+    pub fn forward_parallel<'s>(
+        &self,
+        s: &'s mut RunState<'_>,
+        tokens: &[u32],
+        pos: usize,
+        rows: Logits,
+        par: &dyn Parallel,
+    ) -> Result<&'s mut [f32], ForwardError> {
         let p = &self.config;
         let w = &self.weights;
         let n = tokens.len();
@@ -184,14 +198,15 @@ impl<'a> Transformer<'a> {
                 w.wq.layer(l),
                 group_size,
             );
-            xb.matmul(&mut s.q[..n * dim], w.wq.layer(l), dim, dim);
+            xb.matmul(par, &mut s.q[..n * dim], w.wq.layer(l), dim, dim);
             xb.matmul(
+                par,
                 &mut s.key_cache[rows_kv.clone()],
                 w.wk.layer(l),
                 dim,
                 kv_dim,
             );
-            xb.matmul(&mut s.value_cache[rows_kv], w.wv.layer(l), dim, kv_dim);
+            xb.matmul(par, &mut s.value_cache[rows_kv], w.wv.layer(l), dim, kv_dim);
 
             // RoPE: rotate consecutive pairs of q and k in each head, each
             // token at its own position. The frequency depends only on the
@@ -220,31 +235,23 @@ impl<'a> Transformer<'a> {
             // position. The result goes into xb.
             for b in 0..n {
                 let position = pos + b;
-                for h in 0..p.n_heads {
-                    let q = &s.q[b * dim + h * head_size..b * dim + (h + 1) * head_size];
-                    let att = &mut s.att[h * p.seq_len..h * p.seq_len + position + 1];
-                    let kv_offset = (h / kv_mul) * head_size;
-                    for (t, score_out) in att.iter_mut().enumerate() {
-                        let k_start = loff + t * kv_dim + kv_offset;
-                        let k = &s.key_cache[k_start..k_start + head_size];
-                        let mut score = 0.0f32;
-                        for (&qi, &ki) in q.iter().zip(k) {
-                            score += qi * ki;
-                        }
-                        score /= sqrtf(head_size as f32);
-                        *score_out = score;
-                    }
-                    softmax(att);
-
-                    let xb = &mut s.xb[b * dim + h * head_size..b * dim + (h + 1) * head_size];
-                    xb.fill(0.0);
-                    for (t, &a) in att.iter().enumerate() {
-                        let v_start = loff + t * kv_dim + kv_offset;
-                        let v = &s.value_cache[v_start..v_start + head_size];
-                        for (xi, &vi) in xb.iter_mut().zip(v) {
-                            *xi += a * vi;
-                        }
-                    }
+                let heads = AttentionHeads {
+                    q: &s.q[b * dim..(b + 1) * dim],
+                    key_cache: &s.key_cache[loff..loff + p.seq_len * kv_dim],
+                    value_cache: &s.value_cache[loff..loff + p.seq_len * kv_dim],
+                    att: SharedOut::new(s.att),
+                    xb: SharedOut::new(&mut s.xb[b * dim..(b + 1) * dim]),
+                    head_size,
+                    kv_dim,
+                    kv_mul,
+                    seq_len: p.seq_len,
+                    len: position + 1,
+                };
+                let work = p.n_heads * (position + 1) * head_size * 2;
+                if work >= MIN_TASK_WORK && par.threads() > 1 {
+                    par.run(p.n_heads, &|h| heads.run(h));
+                } else {
+                    (0..p.n_heads).for_each(|h| heads.run(h));
                 }
             }
 
@@ -256,7 +263,7 @@ impl<'a> Transformer<'a> {
                 w.wo.layer(l),
                 group_size,
             );
-            xb.matmul(&mut s.xb2[..n * dim], w.wo.layer(l), dim, dim);
+            xb.matmul(par, &mut s.xb2[..n * dim], w.wo.layer(l), dim, dim);
             for (xi, &di) in s.x[..n * dim].iter_mut().zip(s.xb2.iter()) {
                 *xi += di;
             }
@@ -279,8 +286,20 @@ impl<'a> Transformer<'a> {
                 w.w1.layer(l),
                 group_size,
             );
-            xb.matmul(&mut s.hb[..n * hidden_dim], w.w1.layer(l), dim, hidden_dim);
-            xb.matmul(&mut s.hb2[..n * hidden_dim], w.w3.layer(l), dim, hidden_dim);
+            xb.matmul(
+                par,
+                &mut s.hb[..n * hidden_dim],
+                w.w1.layer(l),
+                dim,
+                hidden_dim,
+            );
+            xb.matmul(
+                par,
+                &mut s.hb2[..n * hidden_dim],
+                w.w3.layer(l),
+                dim,
+                hidden_dim,
+            );
 
             // SwiGLU: silu(x) = x * sigmoid(x), times the w3 branch.
             for (h, &h2) in s.hb[..n * hidden_dim].iter_mut().zip(s.hb2.iter()) {
@@ -297,7 +316,7 @@ impl<'a> Transformer<'a> {
                 w.w2.layer(l),
                 group_size,
             );
-            hb.matmul(&mut s.xb[..n * dim], w.w2.layer(l), hidden_dim, dim);
+            hb.matmul(par, &mut s.xb[..n * dim], w.w2.layer(l), hidden_dim, dim);
             for (xi, &di) in s.x[..n * dim].iter_mut().zip(s.xb.iter()) {
                 *xi += di;
             }
@@ -316,7 +335,7 @@ impl<'a> Transformer<'a> {
         let wcls = w.wcls.layer(0);
         let x = Input::new(x, s.xq, s.xq_scales, wcls, group_size);
         let logits = &mut s.logits[..count * p.vocab_size];
-        x.matmul(logits, wcls, dim, p.vocab_size);
+        x.matmul(par, logits, wcls, dim, p.vocab_size);
         Ok(logits)
     }
 }
@@ -359,13 +378,174 @@ impl<'s> Input<'s> {
         }
     }
 
-    fn matmul(&self, out: &mut [f32], w: Matrix<'_>, n: usize, d: usize) {
+    fn matmul(&self, par: &dyn Parallel, out: &mut [f32], w: Matrix<'_>, n: usize, d: usize) {
+        let batch = out.len() / d;
+        let tasks = task_count(par, batch * n * d, d);
+        if tasks <= 1 {
+            self.matmul_rows(out, w, n, d);
+            return;
+        }
+        // Split the output rows into `tasks` ranges of whole 32-row blocks.
+        let rows_per_task = d.div_ceil(tasks).div_ceil(32) * 32;
+        let tasks = d.div_ceil(rows_per_task);
+        let shared = SharedOut::new(out);
+        par.run(tasks, &|t| {
+            let r0 = t * rows_per_task;
+            let r1 = (r0 + rows_per_task).min(d);
+            let sub = w.rows(r0, r1, n);
+            if batch == 1 {
+                // SAFETY: tasks own disjoint row ranges of the output.
+                let out = unsafe { shared.slice(r0, r1 - r0) };
+                self.matmul_rows(out, sub, n, r1 - r0);
+                return;
+            }
+            // Rows of several batch tokens are not contiguous in `out`, so
+            // compute a few rows at a time on the stack, then copy them out.
+            let mut local = [0.0f32; LOCAL_OUT];
+            let step = (LOCAL_OUT / batch).max(1);
+            let mut r = r0;
+            while r < r1 {
+                let end = (r + step).min(r1);
+                let rows = end - r;
+                let part = &mut local[..batch * rows];
+                self.matmul_rows(part, w.rows(r, end, n), n, rows);
+                for b in 0..batch {
+                    // SAFETY: this task owns output rows r0..r1 of every
+                    // batch token, and r..end lies inside them.
+                    let dst = unsafe { shared.slice(b * d + r, rows) };
+                    dst.copy_from_slice(&part[b * rows..(b + 1) * rows]);
+                }
+                r = end;
+            }
+        });
+    }
+
+    fn matmul_rows(&self, out: &mut [f32], w: Matrix<'_>, n: usize, d: usize) {
         match (self, w) {
             (Input::F32(x), Matrix::F32(w)) => matmul(out, x, w, n, d),
             (Input::Q8 { q, scales }, Matrix::Q8(w)) => matmul_q8(out, q, scales, w, n, d),
             // Every matrix of a checkpoint has the same format, and the input
             // was prepared for that format.
             _ => unreachable!("matmul input and weights have different formats"),
+        }
+    }
+}
+
+/// Multiply-adds below which a matmul or attention step runs on one thread:
+/// waking workers costs more than it saves there.
+const MIN_TASK_WORK: usize = 1 << 17;
+
+/// Floats of the per-task stack buffer for batched output rows.
+const LOCAL_OUT: usize = 2048;
+
+/// Number of tasks for a matmul of `work` multiply-adds over `d` rows.
+fn task_count(par: &dyn Parallel, work: usize, d: usize) -> usize {
+    let threads = par.threads();
+    if threads <= 1 || work < MIN_TASK_WORK || d < 64 {
+        return 1;
+    }
+    threads.min(work / MIN_TASK_WORK).max(1)
+}
+
+/// An output buffer that parallel tasks write through, each to its own
+/// elements.
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks only write disjoint elements (see `SharedOut::slice`).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn new(out: &mut [f32]) -> SharedOut {
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// The `len` elements from `start`.
+    ///
+    /// # Safety
+    /// No other live slice from this `SharedOut` overlaps the range, which
+    /// the callers ensure by giving each task its own rows or head.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "SharedOut range out of bounds");
+        // SAFETY: in bounds (asserted) and unaliased (the caller's promise).
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// Attention of one token, one task per head.
+struct AttentionHeads<'a> {
+    /// The token's queries, (n_heads, head_size).
+    q: &'a [f32],
+    /// This layer's caches, (seq_len, kv_dim).
+    key_cache: &'a [f32],
+    value_cache: &'a [f32],
+    /// Scores, (n_heads, seq_len); head h uses row h.
+    att: SharedOut,
+    /// Output, (n_heads, head_size); head h writes its own part.
+    xb: SharedOut,
+    head_size: usize,
+    kv_dim: usize,
+    kv_mul: usize,
+    seq_len: usize,
+    /// Positions attended to: the token's own position plus one.
+    len: usize,
+}
+
+impl AttentionHeads<'_> {
+    /// Computes head `h`, as run.c's attention loop.
+    fn run(&self, h: usize) {
+        let head_size = self.head_size;
+        let q = &self.q[h * head_size..(h + 1) * head_size];
+        // SAFETY: head h alone uses att row h and xb part h.
+        let (att, xb) = unsafe {
+            (
+                self.att.slice(h * self.seq_len, self.len),
+                self.xb.slice(h * head_size, head_size),
+            )
+        };
+        let kv_offset = (h / self.kv_mul) * head_size;
+        for (t, score_out) in att.iter_mut().enumerate() {
+            let k_start = t * self.kv_dim + kv_offset;
+            let k = &self.key_cache[k_start..k_start + head_size];
+            let mut score = 0.0f32;
+            for (&qi, &ki) in q.iter().zip(k) {
+                score += qi * ki;
+            }
+            score /= sqrtf(head_size as f32);
+            *score_out = score;
+        }
+        softmax(att);
+
+        xb.fill(0.0);
+        for (t, &a) in att.iter().enumerate() {
+            let v_start = t * self.kv_dim + kv_offset;
+            let v = &self.value_cache[v_start..v_start + head_size];
+            for (xi, &vi) in xb.iter_mut().zip(v) {
+                *xi += a * vi;
+            }
+        }
+    }
+}
+
+impl<'a> Matrix<'a> {
+    /// Rows `r0..r1` of a `(d, n)` matrix.
+    fn rows(self, r0: usize, r1: usize, n: usize) -> Matrix<'a> {
+        match self {
+            Matrix::F32(w) => Matrix::F32(&w[r0 * n..r1 * n]),
+            Matrix::Q8(t) => {
+                let gs = t.group_size;
+                Matrix::Q8(QTensor {
+                    q: &t.q[r0 * n..r1 * n],
+                    scales: &t.scales[4 * (r0 * n / gs)..4 * (r1 * n / gs)],
+                    group_size: gs,
+                })
+            }
         }
     }
 }

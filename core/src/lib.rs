@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod forward;
 pub mod math;
 pub mod ops;
+pub mod parallel;
 pub mod sampler;
 pub mod speculative;
 pub mod state;

@@ -31,6 +31,7 @@ use core::fmt;
 
 use crate::forward::{ForwardError, Logits, Transformer};
 use crate::ops::softmax;
+use crate::parallel::{Parallel, Serial};
 use crate::sampler::{random_f32, sample_argmax, sample_mult, ProbIndex};
 use crate::state::RunState;
 
@@ -426,7 +427,12 @@ pub struct Speculator<'m, 's> {
     /// Draft length for the next round.
     k_current: usize,
     stats: Stats,
+    /// Threads for the forward passes of both models.
+    par: &'m dyn Parallel,
 }
+
+/// The default of [`Speculator::set_parallel`].
+static SERIAL: Serial = Serial;
 
 /// Largest supported K. A verify pass of more than 64 tokens costs as much as
 /// that many single-token passes on any CPU this targets.
@@ -511,7 +517,14 @@ impl<'m, 's> Speculator<'m, 's> {
             proposed_len: 0,
             k_current: settings.k_max,
             stats: Stats::default(),
+            par: &SERIAL,
         })
+    }
+
+    /// Runs the forward passes of both models on `par`'s threads. The output
+    /// is the same for any thread count.
+    pub fn set_parallel(&mut self, par: &'m dyn Parallel) {
+        self.par = par;
     }
 
     /// Counts so far.
@@ -538,8 +551,13 @@ impl<'m, 's> Speculator<'m, 's> {
         let body = &prompt[..prompt.len() - 1];
         let batch = self.target_state.max_batch();
         for (i, chunk) in body.chunks(batch).enumerate() {
-            self.target
-                .forward(&mut self.target_state, chunk, i * batch, Logits::Last)?;
+            self.target.forward_parallel(
+                &mut self.target_state,
+                chunk,
+                i * batch,
+                Logits::Last,
+                self.par,
+            )?;
             self.stats.target_forwards += 1;
         }
         self.tokens[..prompt.len()].copy_from_slice(prompt);
@@ -622,7 +640,7 @@ impl<'m, 's> Speculator<'m, 's> {
         let batch = state.max_batch();
         let mut logits_pos = start;
         for chunk in catch_up.chunks(batch) {
-            model.forward(state, chunk, logits_pos - offset, Logits::Last)?;
+            model.forward_parallel(state, chunk, logits_pos - offset, Logits::Last, self.par)?;
             self.stats.draft_forwards += 1;
             logits_pos += chunk.len();
         }
@@ -663,7 +681,7 @@ impl<'m, 's> Speculator<'m, 's> {
             self.proposed_len = i + 1;
             if i + 1 < k {
                 let at = pos + 1 + i;
-                model.forward(state, &[d], at - offset, Logits::Last)?;
+                model.forward_parallel(state, &[d], at - offset, Logits::Last, self.par)?;
                 self.stats.draft_forwards += 1;
                 self.draft_valid = at + 1;
             }
@@ -692,9 +710,13 @@ impl<'m, 's> Speculator<'m, 's> {
         let mut batch = [0u32; MAX_K + 1];
         batch[0] = self.tokens[pos];
         batch[1..=k].copy_from_slice(&self.proposed[..k]);
-        let logits = self
-            .target
-            .forward(&mut self.target_state, &batch[..=k], pos, Logits::All)?;
+        let logits = self.target.forward_parallel(
+            &mut self.target_state,
+            &batch[..=k],
+            pos,
+            Logits::All,
+            self.par,
+        )?;
         self.stats.target_forwards += 1;
 
         let q = match self.draft {

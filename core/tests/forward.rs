@@ -276,3 +276,48 @@ fn misaligned_buffers_are_rejected() {
     );
     assert_eq!(state_size(&config, 0), Err(StateError::ZeroBatch));
 }
+
+/// Runs `sequence` in batches of `batch` on `par` and returns all logits.
+#[cfg(feature = "std")]
+fn logits_with(
+    model: &Transformer<'_>,
+    sequence: &[u32],
+    batch: usize,
+    par: &dyn specdec_core::parallel::Parallel,
+) -> Vec<f32> {
+    let config = model.config;
+    let mut memory = vec![0u32; state_size(&config, batch).unwrap().div_ceil(4)];
+    let mut state = RunState::new(&config, batch, bytemuck_bytes(&mut memory)).unwrap();
+    let mut all = Vec::new();
+    for (i, chunk) in sequence.chunks(batch).enumerate() {
+        let logits = model.forward_parallel(&mut state, chunk, i * batch, Logits::All, par).unwrap();
+        all.extend_from_slice(logits);
+    }
+    all
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn thread_count_does_not_change_bits() {
+    use specdec_core::parallel::{Serial, ThreadPool};
+    // Wide enough that the larger matmuls are split across threads, and
+    // with heads of 128 so that attention is split from position 128 on.
+    let shapes = [
+        (Format::V1, [512, 512, 1, 4, 2, 1000, 320]),
+        (Format::V2 { group_size: 32 }, [512, 512, 1, 4, 2, 1000, 320]),
+    ];
+    for (format, shape) in shapes {
+        let file = synthetic(format, shape, true, 3);
+        let model = Transformer::new(file.bytes()).unwrap();
+        let sequence = tokens(1000, 300);
+        for batch in [1, 5] {
+            let serial = logits_with(&model, &sequence, batch, &Serial);
+            for threads in [2, 3, 4] {
+                let pool = ThreadPool::new(threads).unwrap();
+                let parallel = logits_with(&model, &sequence, batch, &pool);
+                let same = serial.iter().zip(&parallel).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{format:?}: batch {batch} on {threads} threads differs from one thread");
+            }
+        }
+    }
+}
