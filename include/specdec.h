@@ -425,8 +425,9 @@ enum specdec_status specdec_tokenizer_encode(const struct specdec_tokenizer *tok
 
 // Decodes `token` following `prev` into bytes, as llama2.c's `decode`: the
 // leading space after BOS is dropped and `<0xHH>` pieces become one raw
-// byte. `*piece` receives a pointer into the tokenizer, valid until it is
-// freed and not NUL-terminated; `*len` receives its length.
+// byte. Both ids must be below the vocabulary size. `*piece` receives a
+// pointer into the tokenizer, valid until it is freed and not
+// NUL-terminated; `*len` receives its length.
 //
 // # Safety
 // `tokenizer` is live; `piece` and `len` point to writable storage.

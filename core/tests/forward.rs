@@ -290,7 +290,9 @@ fn logits_with(
     let mut state = RunState::new(&config, batch, bytemuck_bytes(&mut memory)).unwrap();
     let mut all = Vec::new();
     for (i, chunk) in sequence.chunks(batch).enumerate() {
-        let logits = model.forward_parallel(&mut state, chunk, i * batch, Logits::All, par).unwrap();
+        let logits = model
+            .forward_parallel(&mut state, chunk, i * batch, Logits::All, par)
+            .unwrap();
         all.extend_from_slice(logits);
     }
     all
@@ -304,7 +306,10 @@ fn thread_count_does_not_change_bits() {
     // with heads of 128 so that attention is split from position 128 on.
     let shapes = [
         (Format::V1, [512, 512, 1, 4, 2, 1000, 320]),
-        (Format::V2 { group_size: 32 }, [512, 512, 1, 4, 2, 1000, 320]),
+        (
+            Format::V2 { group_size: 32 },
+            [512, 512, 1, 4, 2, 1000, 320],
+        ),
     ];
     for (format, shape) in shapes {
         let file = synthetic(format, shape, true, 3);
@@ -315,8 +320,14 @@ fn thread_count_does_not_change_bits() {
             for threads in [2, 3, 4] {
                 let pool = ThreadPool::new(threads).unwrap();
                 let parallel = logits_with(&model, &sequence, batch, &pool);
-                let same = serial.iter().zip(&parallel).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{format:?}: batch {batch} on {threads} threads differs from one thread");
+                let same = serial
+                    .iter()
+                    .zip(&parallel)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{format:?}: batch {batch} on {threads} threads differs from one thread"
+                );
             }
         }
     }

@@ -96,6 +96,11 @@ pub unsafe extern "C" fn specdec_session_init(
         }
         // SAFETY: live model by contract.
         let config = unsafe { &(*model).transformer.config };
+        // Zero the caller's bytes first: they may be uninitialized, which a
+        // Rust slice must not be, and a zeroed KV cache makes a first call at
+        // a later position read zeros rather than stale data.
+        // SAFETY: `memory` has `len` writable bytes by contract.
+        unsafe { std::ptr::write_bytes(memory, 0, len) };
         // SAFETY: `memory` has `len >= HEADER_LEN` writable bytes that the
         // caller lends to the session for its whole life.
         let arena: &'static mut [u8] =

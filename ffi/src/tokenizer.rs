@@ -194,8 +194,9 @@ pub unsafe extern "C" fn specdec_tokenizer_encode(
 
 /// Decodes `token` following `prev` into bytes, as llama2.c's `decode`: the
 /// leading space after BOS is dropped and `<0xHH>` pieces become one raw
-/// byte. `*piece` receives a pointer into the tokenizer, valid until it is
-/// freed and not NUL-terminated; `*len` receives its length.
+/// byte. Both ids must be below the vocabulary size. `*piece` receives a
+/// pointer into the tokenizer, valid until it is freed and not
+/// NUL-terminated; `*len` receives its length.
 ///
 /// # Safety
 /// `tokenizer` is live; `piece` and `len` point to writable storage.
@@ -216,6 +217,9 @@ pub unsafe extern "C" fn specdec_tokenizer_decode(
         };
         // SAFETY: live tokenizer by contract.
         let t = unsafe { &(*tokenizer).tokenizer };
+        if prev as usize >= t.vocab_size() {
+            return Err(SPECDEC_ERR_TOKEN_OUT_OF_RANGE);
+        }
         let bytes = t.decode(prev, token).map_err(tokenizer_status)?;
         // SAFETY: both checked non-NULL above.
         unsafe {
