@@ -54,6 +54,8 @@ pub struct RunArgs {
     /// Worker threads (`-T`, `--threads`); `None` means one per available
     /// core.
     pub threads: Option<usize>,
+    /// Use the relaxed fp32 kernels (`--fast-math`).
+    pub fast_math: bool,
 }
 
 /// Where draft tokens come from.
@@ -126,6 +128,8 @@ Options:
   -T, --threads <int>
                threads for the forward pass, 1 to 1024; default one per
                available core. The output is the same for any count.
+  --fast-math  reorder and fuse fp32 dot products for speed; the output then
+               differs from run.c's (see docs/BENCHMARKS.md for how much)
   -h, --help   print this help
 
 Speculative decoding (generate mode):
@@ -177,6 +181,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         speculative: None,
         color: ColorChoice::Auto,
         threads: None,
+        fast_math: false,
     };
     let mut draft = None;
     let mut k = None;
@@ -185,8 +190,12 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let mut i = 0;
     while i < rest.len() {
         let flag = rest[i].as_str();
-        if flag == "--adaptive-k" {
-            adaptive = true;
+        if flag == "--adaptive-k" || flag == "--fast-math" {
+            if flag == "--adaptive-k" {
+                adaptive = true;
+            } else {
+                run.fast_math = true;
+            }
             i += 1;
             continue;
         }
@@ -429,6 +438,8 @@ mod tests {
         assert_eq!(run_args(&["m.bin", "-T", "3"]).threads, Some(3));
         assert_eq!(run_args(&["m.bin", "--threads", "1"]).threads, Some(1));
         assert_eq!(run_args(&["m.bin"]).threads, None);
+        assert!(run_args(&["m.bin", "--fast-math", "-t", "0"]).fast_math);
+        assert!(!run_args(&["m.bin"]).fast_math);
         assert!(error(&["m.bin", "-T", "0"]).contains("invalid thread count '0' for -T"));
     }
 

@@ -10,6 +10,7 @@ mod speculate;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
+use specdec_core::ops::Math;
 use specdec_core::parallel::ThreadPool;
 use specdec_core::sampler::ProbIndex;
 use specdec_core::tokenizer::index_len;
@@ -88,6 +89,9 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
     let mut memory = AlignedBuf::zeroed(size);
     let mut state =
         RunState::new(&config, PREFILL_BATCH, memory.as_bytes_mut()).map_err(|e| e.to_string())?;
+    if run.fast_math {
+        state.set_math(Math::Relaxed);
+    }
 
     let threads = run
         .threads

@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use specdec_core::ops::Math;
 use specdec_core::parallel::Parallel;
 use specdec_core::sampler::ProbIndex;
 use specdec_core::speculative::{Buffers, Draft, Settings, SpecError, Speculator, Stats};
@@ -82,6 +83,11 @@ pub fn generate<W: Write>(
     let vocab = config.vocab_size();
     let io_error = |e: std::io::Error| format!("cannot write to stdout: {e}");
     let color = use_color(run.color);
+    let math = if run.fast_math {
+        Math::Relaxed
+    } else {
+        Math::Exact
+    };
 
     // Load the draft model first, so that a bad draft fails before any work.
     let draft_file;
@@ -115,8 +121,9 @@ pub fn generate<W: Write>(
             let batch = (draft_config.seq_len() / 2).clamp(2, DRAFT_BATCH);
             draft_memory =
                 AlignedBuf::zeroed(state_size(&draft_config, batch).map_err(|e| e.to_string())?);
-            let state = RunState::new(&draft_config, batch, draft_memory.as_bytes_mut())
+            let mut state = RunState::new(&draft_config, batch, draft_memory.as_bytes_mut())
                 .map_err(|e| e.to_string())?;
+            state.set_math(math);
             Draft::Model {
                 model: &draft_model,
                 state,
@@ -127,8 +134,9 @@ pub fn generate<W: Write>(
     let batch = PREFILL_BATCH.max(spec.k + 1);
     let mut target_memory =
         AlignedBuf::zeroed(state_size(&config, batch).map_err(|e| e.to_string())?);
-    let target_state =
+    let mut target_state =
         RunState::new(&config, batch, target_memory.as_bytes_mut()).map_err(|e| e.to_string())?;
+    target_state.set_math(math);
 
     let settings = Settings {
         k_max: spec.k,

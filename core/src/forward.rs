@@ -11,7 +11,7 @@ use core::fmt;
 
 use crate::checkpoint::{CheckpointError, Config};
 use crate::math::{cosf, expf, powf, sinf, sqrtf};
-use crate::ops::{matmul, matmul_q8, quantize, rmsnorm, rmsnorm_in_place, softmax};
+use crate::ops::{matmul, matmul_q8, quantize, relaxed, rmsnorm, rmsnorm_in_place, softmax, Math};
 use crate::parallel::{Parallel, Serial};
 use crate::state::RunState;
 use crate::weights::{Matrix, QTensor, Weights};
@@ -192,6 +192,7 @@ impl<'a> Transformer<'a> {
             let loff = l * p.seq_len * kv_dim;
             let rows_kv = loff + pos * kv_dim..loff + (pos + n) * kv_dim;
             let xb = Input::new(
+                s.math,
                 &s.xb[..n * dim],
                 s.xq,
                 s.xq_scales,
@@ -257,6 +258,7 @@ impl<'a> Transformer<'a> {
 
             // Output projection, then the residual connection back into x.
             let xb = Input::new(
+                s.math,
                 &s.xb[..n * dim],
                 s.xq,
                 s.xq_scales,
@@ -280,6 +282,7 @@ impl<'a> Transformer<'a> {
 
             // Feed-forward: w2(silu(w1(x)) * w3(x)).
             let xb = Input::new(
+                s.math,
                 &s.xb[..n * dim],
                 s.xq,
                 s.xq_scales,
@@ -310,6 +313,7 @@ impl<'a> Transformer<'a> {
             }
 
             let hb = Input::new(
+                s.math,
                 &s.hb[..n * hidden_dim],
                 s.hq,
                 s.hq_scales,
@@ -333,7 +337,7 @@ impl<'a> Transformer<'a> {
             rmsnorm_in_place(row, &w.rms_final_weight[..dim]);
         }
         let wcls = w.wcls.layer(0);
-        let x = Input::new(x, s.xq, s.xq_scales, wcls, group_size);
+        let x = Input::new(s.math, x, s.xq, s.xq_scales, wcls, group_size);
         let logits = &mut s.logits[..count * p.vocab_size];
         x.matmul(par, logits, wcls, dim, p.vocab_size);
         Ok(logits)
@@ -353,7 +357,7 @@ fn rotate(v: &mut [f32], fcr: f32, fci: f32) {
 /// The input rows of a matmul, quantized once when the weights are Q8_0 so
 /// that several matmuls can share them.
 enum Input<'s> {
-    F32(&'s [f32]),
+    F32(&'s [f32], Math),
     Q8 { q: &'s [i8], scales: &'s [f32] },
 }
 
@@ -361,6 +365,7 @@ impl<'s> Input<'s> {
     /// Prepares `x` for matmuls against matrices of `kind`'s format,
     /// quantizing into `xq`/`xs` for Q8_0.
     fn new(
+        math: Math,
         x: &'s [f32],
         xq: &'s mut [i8],
         xs: &'s mut [f32],
@@ -368,7 +373,7 @@ impl<'s> Input<'s> {
         group_size: usize,
     ) -> Input<'s> {
         match kind {
-            Matrix::F32(_) => Input::F32(x),
+            Matrix::F32(_) => Input::F32(x, math),
             Matrix::Q8(_) => {
                 let q = &mut xq[..x.len()];
                 let scales = &mut xs[..x.len() / group_size];
@@ -422,7 +427,8 @@ impl<'s> Input<'s> {
 
     fn matmul_rows(&self, out: &mut [f32], w: Matrix<'_>, n: usize, d: usize) {
         match (self, w) {
-            (Input::F32(x), Matrix::F32(w)) => matmul(out, x, w, n, d),
+            (Input::F32(x, Math::Exact), Matrix::F32(w)) => matmul(out, x, w, n, d),
+            (Input::F32(x, Math::Relaxed), Matrix::F32(w)) => relaxed::matmul(out, x, w, n, d),
             (Input::Q8 { q, scales }, Matrix::Q8(w)) => matmul_q8(out, q, scales, w, n, d),
             // Every matrix of a checkpoint has the same format, and the input
             // was prepared for that format.

@@ -7,6 +7,7 @@
 use core::fmt;
 
 use crate::checkpoint::Config;
+use crate::ops::Math;
 
 /// Reasons a state buffer is rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +123,8 @@ pub struct RunState<'a> {
     /// The config this state was sized for; `forward` rejects any other.
     pub(crate) config: Config,
     pub(crate) max_batch: usize,
+    /// Kernels for fp32 matmuls.
+    pub(crate) math: Math,
     /// Activation at the current time step, (max_batch, dim).
     pub(crate) x: &'a mut [f32],
     /// Activation inside a residual branch, (max_batch, dim).
@@ -157,9 +160,11 @@ impl<'a> RunState<'a> {
     /// tokens per forward call.
     ///
     /// `memory` must be 4-byte aligned and at least
-    /// `state_size(config, max_batch)` bytes; bytes past that stay unused. The
-    /// contents need no initialization: every value is written before it is
-    /// read.
+    /// `state_size(config, max_batch)` bytes; bytes past that stay unused.
+    /// Activations are written before they are read, but the KV cache is not:
+    /// a first forward call at a position after 0 attends to whatever the
+    /// buffer held at the earlier positions, so start at 0 or pass zeroed
+    /// memory.
     pub fn new(
         config: &Config,
         max_batch: usize,
@@ -205,6 +210,7 @@ impl<'a> RunState<'a> {
         Ok(RunState {
             config: *config,
             max_batch,
+            math: Math::Exact,
             x,
             xb,
             xb2,
@@ -220,6 +226,12 @@ impl<'a> RunState<'a> {
             hq: cast_i8_mut(hq_bytes),
             hq_scales,
         })
+    }
+
+    /// Chooses the fp32 matmul kernels of later forward calls: exact (the
+    /// default, llama2.c's bits) or relaxed (faster, other bits).
+    pub fn set_math(&mut self, math: Math) {
+        self.math = math;
     }
 
     /// Maximum number of tokens one forward call may take.

@@ -30,7 +30,19 @@ use crate::weights::QTensor;
 pub mod avx2;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 pub mod neon;
+pub mod relaxed;
 pub mod scalar;
+
+/// Which fp32 matmul kernels a forward pass uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Math {
+    /// run.c's operation order: the same bits as llama2.c. The default.
+    #[default]
+    Exact,
+    /// Reordered and fused kernels ([`relaxed`]): faster, but the bits
+    /// differ from llama2.c's. Q8_0 matmuls stay exact.
+    Relaxed,
+}
 
 /// Normalizes `x` by its root mean square and scales by `weight`, writing `o`.
 ///
