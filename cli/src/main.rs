@@ -1,6 +1,7 @@
 //! `specdec`: runs llama2.c checkpoints with run.c's interface and output.
 
 mod args;
+mod bench;
 mod gen;
 mod load;
 mod output;
@@ -24,6 +25,7 @@ use run::{RunStats, Session, PREFILL_BATCH};
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = match argv.first().map(String::as_str) {
+        Some("bench") => bench::main(&argv[1..]),
         Some("gen") => gen::main(&argv[1..]),
         _ => match args::parse(&argv) {
             Ok(Command::Help) => {

@@ -335,7 +335,11 @@ fn thread_count_does_not_change_bits() {
 
 /// Runs greedy decoding for `steps` positions with `math` and returns the
 /// tokens and every row of logits.
-fn greedy_run(model: &Transformer<'_>, math: specdec_core::ops::Math, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+fn greedy_run(
+    model: &Transformer<'_>,
+    math: specdec_core::ops::Math,
+    steps: usize,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
     let config = model.config;
     let mut memory = vec![0u32; state_size(&config, 1).unwrap().div_ceil(4)];
     let mut state = RunState::new(&config, 1, bytemuck_bytes(&mut memory)).unwrap();
@@ -343,7 +347,9 @@ fn greedy_run(model: &Transformer<'_>, math: specdec_core::ops::Math, steps: usi
     let mut token = 1;
     let (mut tokens, mut rows) = (Vec::new(), Vec::new());
     for pos in 0..steps {
-        let logits = model.forward(&mut state, &[token], pos, Logits::Last).unwrap();
+        let logits = model
+            .forward(&mut state, &[token], pos, Logits::Last)
+            .unwrap();
         token = specdec_core::sampler::sample_argmax(logits);
         rows.push(logits.to_vec());
         tokens.push(token);
@@ -371,17 +377,26 @@ fn relaxed_math_stays_close_to_exact() {
         let mut argmax_agree = 0;
         let mut token = 1;
         for (pos, exact) in exact_rows.iter().enumerate() {
-            let relaxed = model.forward(&mut state, &[token], pos, Logits::Last).unwrap();
+            let relaxed = model
+                .forward(&mut state, &[token], pos, Logits::Last)
+                .unwrap();
             for (a, b) in relaxed.iter().zip(exact) {
                 max_diff = max_diff.max((a - b).abs());
             }
-            argmax_agree += usize::from(specdec_core::sampler::sample_argmax(relaxed) == exact_tokens[pos]);
+            argmax_agree +=
+                usize::from(specdec_core::sampler::sample_argmax(relaxed) == exact_tokens[pos]);
             token = exact_tokens[pos];
         }
         println!("{file}: relaxed vs exact over 200 positions: max |logit difference| {max_diff:e}, argmax agrees at {argmax_agree} of 200");
         // Logits here are of order 10; float32 rounding of dot products of
         // length 64 to 192 moves them by about 1e-6 per layer.
-        assert!(max_diff < 1e-3, "{file}: relaxed logits differ by {max_diff}");
-        assert!(argmax_agree >= 198, "{file}: argmax agrees at only {argmax_agree} of 200 positions");
+        assert!(
+            max_diff < 1e-3,
+            "{file}: relaxed logits differ by {max_diff}"
+        );
+        assert!(
+            argmax_agree >= 198,
+            "{file}: argmax agrees at only {argmax_agree} of 200 positions"
+        );
     }
 }
