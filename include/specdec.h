@@ -122,8 +122,8 @@ typedef struct specdec_spec_params {
   float topp;
   // Seed of the random stream.
   uint64_t seed;
-  // Stop drafting a round when the draft's top probability is below this;
-  // 0 turns it off.
+  // Stop drafting a round, after its first draft token, when the draft's
+  // top probability is below this; in [0, 1], and 0 turns it off.
   float draft_p_min;
   // Nonzero to adapt the draft length within [1, k] from the last round.
   uint8_t adaptive;
@@ -355,7 +355,8 @@ enum specdec_status specdec_spec_prefill(struct specdec_spec *spec,
 // to `tokens`. When `accepted` is not NULL, `accepted[i]` is set to 1 for
 // tokens that were accepted drafts and 0 for the one the target added.
 // `*n_emitted` receives the count. `capacity` must be at least k + 1.
-// Returns `SPECDEC_ERR_CONTEXT_OVERFLOW` when the context is full.
+// Returns `SPECDEC_ERR_CONTEXT_OVERFLOW` when the context is full and
+// `SPECDEC_ERR_INVALID_ARGUMENT` before `specdec_spec_prefill`.
 //
 // # Safety
 // `spec` is live; `tokens` and `accepted` (if not NULL) point to

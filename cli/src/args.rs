@@ -4,6 +4,7 @@
 //! here every invalid value is an error that names the flag, the value and
 //! the accepted range.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -32,6 +33,8 @@ pub struct RunArgs {
     pub checkpoint: PathBuf,
     /// Tokenizer path (`-z`), default `tokenizer.bin` as in run.c.
     pub tokenizer: PathBuf,
+    /// Whether `tokenizer` is the default, not given with `-z`.
+    pub tokenizer_is_default: bool,
     /// Sampling temperature (`-t`), default 1.0; 0 is greedy.
     pub temperature: f32,
     /// Top-p (`-p`), default 0.9; 0 or 1 disables it.
@@ -42,11 +45,11 @@ pub struct RunArgs {
     /// seq_len, and larger values are clamped to it, as in run.c.
     pub steps: usize,
     /// Prompt (`-i`).
-    pub prompt: Option<String>,
+    pub prompt: Option<Vec<u8>>,
     /// Mode (`-m`).
     pub mode: Mode,
     /// System prompt for chat mode (`-y`).
-    pub system_prompt: Option<String>,
+    pub system_prompt: Option<Vec<u8>>,
     /// Speculative decoding settings; `None` for plain decoding.
     pub speculative: Option<SpecArgs>,
     /// When to colour accepted draft tokens (`--color`).
@@ -116,7 +119,8 @@ text to stdout, as llama2.c's run.c does. Statistics go to stderr.
 Example: specdec stories15M.bin -z tokenizer.bin -t 0.8 -n 256 -i \"Once upon a time\"
 
 Options:
-  -t <float>   temperature in [0, inf), default 1.0; 0 picks the most likely token
+  -t <float>   temperature, 0 or a positive finite number, default 1.0; 0 picks
+               the most likely token
   -p <float>   top-p (nucleus) threshold in [0, 1], default 0.9; 0 or 1 turns it off
   -s <int>     random seed, default 0, which seeds from the current time
   -n <int>     number of positions to run, prompt included, default 256;
@@ -152,8 +156,45 @@ ignored, byte tokens are reassembled into UTF-8 instead of dropping bytes of
 0x80 and above, and a prompt longer than the model's context is an error.
 ";
 
-/// Parses the arguments after the program name.
-pub fn parse(args: &[String]) -> Result<Command, UsageError> {
+/// The bytes of an argument. Prompts may be any bytes, as in run.c, which
+/// the tokenizer encodes with byte fallback.
+fn arg_bytes(arg: &OsStr) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        arg.as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        arg.to_string_lossy().into_owned().into_bytes()
+    }
+}
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["--adaptive-k", "--fast-math"];
+
+/// Flags that take a value.
+const OPTIONS: &[&str] = &[
+    "-t",
+    "-p",
+    "-s",
+    "-n",
+    "-i",
+    "-z",
+    "-m",
+    "-y",
+    "-d",
+    "--lookup",
+    "-k",
+    "--draft-p-min",
+    "--color",
+    "-T",
+    "--threads",
+];
+
+/// Parses the arguments after the program name. Paths and prompts may be any
+/// bytes; numbers and names must be UTF-8.
+pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         return Ok(Command::Help);
     }
@@ -162,15 +203,17 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             "missing MODEL; usage: specdec MODEL [options], or specdec --help".into(),
         ));
     };
-    if checkpoint.starts_with('-') {
+    if checkpoint.to_string_lossy().starts_with('-') {
         return Err(UsageError(format!(
-            "expected a checkpoint path as the first argument, found option '{checkpoint}'; \
-             usage: specdec MODEL [options]"
+            "expected a checkpoint path as the first argument, found option '{}'; \
+             usage: specdec MODEL [options]",
+            checkpoint.to_string_lossy()
         )));
     }
     let mut run = RunArgs {
         checkpoint: PathBuf::from(checkpoint),
         tokenizer: PathBuf::from("tokenizer.bin"),
+        tokenizer_is_default: true,
         temperature: 1.0,
         topp: 0.9,
         seed: 0,
@@ -187,10 +230,17 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let mut k = None;
     let mut draft_p_min = None;
     let mut adaptive = false;
+    let mut color_given = false;
     let mut i = 0;
     while i < rest.len() {
-        let flag = rest[i].as_str();
-        if flag == "--adaptive-k" || flag == "--fast-math" {
+        let flag_lossy = rest[i].to_string_lossy();
+        let flag: &str = &flag_lossy;
+        if !SWITCHES.contains(&flag) && !OPTIONS.contains(&flag) {
+            return Err(UsageError(format!(
+                "unknown option '{flag}'; see specdec --help for the options"
+            )));
+        }
+        if SWITCHES.contains(&flag) {
             if flag == "--adaptive-k" {
                 adaptive = true;
             } else {
@@ -199,15 +249,19 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             i += 1;
             continue;
         }
-        let Some(value) = rest.get(i + 1) else {
+        let Some(raw_value) = rest.get(i + 1) else {
             return Err(UsageError(format!(
                 "option '{flag}' needs a value; see specdec --help"
             )));
         };
+        // Names and numbers are UTF-8; a value that is not reads with U+FFFD,
+        // which every parser below rejects, showing the value.
+        let value_lossy = raw_value.to_string_lossy();
+        let value: &str = &value_lossy;
         match flag {
             "-t" => {
                 let t = parse_float(flag, "temperature", value)?;
-                if t.is_nan() || t < 0.0 {
+                if !t.is_finite() || t < 0.0 {
                     return Err(UsageError(format!(
                         "invalid temperature '{value}' for -t; use 0 for greedy or a positive number"
                     )));
@@ -235,10 +289,13 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 }
                 run.steps = usize::try_from(n).unwrap_or(usize::MAX);
             }
-            "-i" => run.prompt = Some(value.clone()),
-            "-z" => run.tokenizer = PathBuf::from(value),
+            "-i" => run.prompt = Some(arg_bytes(raw_value)),
+            "-z" => {
+                run.tokenizer = PathBuf::from(raw_value);
+                run.tokenizer_is_default = false;
+            }
             "-m" => {
-                run.mode = match value.as_str() {
+                run.mode = match value {
                     "generate" => Mode::Generate,
                     "chat" => Mode::Chat,
                     _ => {
@@ -248,7 +305,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                     }
                 }
             }
-            "-y" => run.system_prompt = Some(value.clone()),
+            "-y" => run.system_prompt = Some(arg_bytes(raw_value)),
             "-d" | "--lookup" => {
                 if draft.is_some() {
                     return Err(UsageError(
@@ -257,7 +314,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                     ));
                 }
                 draft = Some(if flag == "-d" {
-                    DraftArg::Model(PathBuf::from(value))
+                    DraftArg::Model(PathBuf::from(raw_value))
                 } else {
                     DraftArg::Lookup(parse_count(flag, "n-gram length", value, 1, usize::MAX)?)
                 });
@@ -276,7 +333,8 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 draft_p_min = Some(p);
             }
             "--color" => {
-                run.color = match value.as_str() {
+                color_given = true;
+                run.color = match value {
                     "auto" => ColorChoice::Auto,
                     "always" => ColorChoice::Always,
                     "never" => ColorChoice::Never,
@@ -310,9 +368,10 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             });
         }
         None => {
-            if k.is_some() || draft_p_min.is_some() || adaptive {
+            if k.is_some() || draft_p_min.is_some() || adaptive || color_given {
                 return Err(UsageError(
-                    "-k, --draft-p-min and --adaptive-k need a draft source; add -d DRAFT or --lookup N".into(),
+                    "-k, --draft-p-min, --adaptive-k and --color need a draft source; add -d DRAFT or --lookup N"
+                        .into(),
                 ));
             }
         }
@@ -367,8 +426,8 @@ fn parse_seed(value: &str) -> Result<u64, UsageError> {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
     }
 
     fn run_args(list: &[&str]) -> RunArgs {
@@ -407,10 +466,10 @@ mod tests {
         assert_eq!(run.topp, 0.95);
         assert_eq!(run.seed, 42);
         assert_eq!(run.steps, 10);
-        assert_eq!(run.prompt.as_deref(), Some("hi"));
+        assert_eq!(run.prompt.as_deref(), Some(&b"hi"[..]));
         assert_eq!(run.tokenizer, PathBuf::from("t.bin"));
         assert_eq!(run.mode, Mode::Chat);
-        assert_eq!(run.system_prompt.as_deref(), Some("sys"));
+        assert_eq!(run.system_prompt.as_deref(), Some(&b"sys"[..]));
     }
 
     #[test]
@@ -422,6 +481,9 @@ mod tests {
     fn invalid_values_are_rejected() {
         assert!(error(&["m.bin", "-t", "-0.5"]).contains("invalid temperature '-0.5'"));
         assert!(error(&["m.bin", "-t", "abc"]).contains("invalid temperature 'abc'"));
+        assert!(error(&["m.bin", "-t", "inf"]).contains("invalid temperature 'inf'"));
+        assert!(error(&["m.bin", "--bogus"]).contains("unknown option '--bogus'"));
+        assert!(error(&["m.bin", "-t", "1", "extra"]).contains("unknown option 'extra'"));
         assert!(error(&["m.bin", "-p", "1.5"]).contains("invalid top-p '1.5'"));
         assert!(error(&["m.bin", "-p", "-0.1"]).contains("invalid top-p '-0.1'"));
         assert!(error(&["m.bin", "-n", "-3"]).contains("invalid step count '-3'"));
@@ -461,6 +523,7 @@ mod tests {
         assert_eq!(spec.draft_p_min, 0.3);
         assert!(spec.adaptive);
         let run = run_args(&["m.bin", "--lookup", "3", "--color", "never"]);
+        assert!(error(&["m.bin", "--color", "always"]).contains("need a draft source"));
         assert_eq!(run.speculative.unwrap().draft, DraftArg::Lookup(3));
         assert_eq!(run.color, ColorChoice::Never);
         assert_eq!(run_args(&["m.bin", "-d", "x"]).speculative.unwrap().k, 4);

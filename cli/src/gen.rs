@@ -19,8 +19,9 @@ Options:
                        dim,hidden_dim,n_layers,n_heads,n_kv_heads,vocab_size,seq_len;
                        default 260K
   --format <v0|v1|v2>  legacy fp32 (v0), fp32 (v1) or Q8_0 (v2); default v1
-  --group-size <int>   Q8_0 group size for v2; default 64, and it must divide
-                       dim and hidden_dim
+  --group-size <int>   Q8_0 group size for v2; it must divide dim and
+                       hidden_dim. Default: the largest of 64, 32, 16, ..., 1
+                       that divides both
   --seed <int>         seed of the weights; default 1
   --unshared           store a separate classifier instead of reusing the
                        token embedding table
@@ -61,13 +62,28 @@ pub fn parse_shape(value: &str) -> Result<[usize; 7], String> {
     Ok(shape)
 }
 
+/// The largest of 64, 32, 16, ..., 1 that divides both `dim` and
+/// `hidden_dim`, as Q8_0 needs.
+pub fn default_group_size(dim: usize, hidden_dim: usize) -> usize {
+    let mut g = 64;
+    while g > 1 && !(dim.is_multiple_of(g) && hidden_dim.is_multiple_of(g)) {
+        g /= 2;
+    }
+    g
+}
+
 /// Builds a validated config from a shape and format settings.
 pub fn config_for(shape: [usize; 7], format: Format, shared: bool) -> Result<Config, String> {
     let [dim, hidden, layers, heads, kv_heads, vocab, seq_len] = shape;
     Config::new(
         format, dim, hidden, layers, heads, kv_heads, vocab, seq_len, shared,
     )
-    .map_err(|e| format!("invalid shape: {e}"))
+    .map_err(|e| {
+        format!(
+            "invalid shape: {}",
+            e.to_string().trim_start_matches("invalid header: ")
+        )
+    })
 }
 
 /// Writes a synthetic checkpoint for `config` into memory.
@@ -84,8 +100,7 @@ pub fn synthesize(config: &Config, seed: u64) -> Result<Vec<u8>, String> {
 /// Runs `specdec gen` with the arguments after `gen`.
 pub fn main(args: &[String]) -> Result<(), String> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{HELP}");
-        return Ok(());
+        return crate::print_stdout(HELP);
     }
     let Some((output, rest)) = args.split_first() else {
         return Err(
@@ -95,7 +110,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let output = PathBuf::from(output);
     let mut shape = named_shape("260K").unwrap_or_default();
     let mut version = "v1".to_owned();
-    let mut group_size = 64usize;
+    let mut group_size = None;
     let mut seed = 1u64;
     let mut shared = true;
     let mut i = 0;
@@ -113,11 +128,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "--shape" => shape = parse_shape(value)?,
             "--format" => version = value.clone(),
             "--group-size" => {
-                group_size = value
-                    .parse()
-                    .ok()
-                    .filter(|&g| g > 0)
-                    .ok_or_else(|| format!("invalid group size '{value}' for --group-size; use a positive whole number"))?
+                group_size = Some(value.parse().ok().filter(|&g: &usize| g > 0).ok_or_else(|| {
+                    format!("invalid group size '{value}' for --group-size; use a positive whole number")
+                })?)
             }
             "--seed" => {
                 seed = value.parse().map_err(|_| format!("invalid seed '{value}' for --seed; use a whole number"))?
@@ -129,7 +142,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let format = match version.as_str() {
         "v0" => Format::Legacy,
         "v1" => Format::V1,
-        "v2" => Format::V2 { group_size },
+        "v2" => Format::V2 {
+            group_size: group_size.unwrap_or_else(|| default_group_size(shape[0], shape[1])),
+        },
         other => {
             return Err(format!(
                 "unknown format '{other}' for --format; use v0, v1 or v2"

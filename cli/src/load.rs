@@ -11,6 +11,8 @@ use memmap2::Mmap;
 /// rejects as a truncated header.
 pub struct MappedFile {
     map: Option<Mmap>,
+    /// The bytes of a file that cannot be mapped, such as a pipe.
+    read: Option<AlignedBuf>,
 }
 
 impl MappedFile {
@@ -23,21 +25,43 @@ impl MappedFile {
                 "{shown}: is a directory; pass the path of a checkpoint file"
             ));
         }
-        let file = File::open(path).map_err(|e| open_error(path, &e))?;
+        let mut file = File::open(path).map_err(|e| open_error(path, &e))?;
+        if !metadata.is_file() {
+            // A pipe or device: read it, into 4-byte aligned memory.
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut file, &mut bytes)
+                .map_err(|e| format!("{shown}: cannot read: {e}"))?;
+            let mut buf = AlignedBuf::zeroed(bytes.len());
+            buf.as_bytes_mut().copy_from_slice(&bytes);
+            return Ok(MappedFile {
+                map: None,
+                read: Some(buf),
+            });
+        }
         if metadata.len() == 0 {
-            return Ok(MappedFile { map: None });
+            return Ok(MappedFile {
+                map: None,
+                read: None,
+            });
         }
         // SAFETY: the map is read-only and lives as long as every borrow of
         // its bytes. Like every program that maps its input, we rely on no
         // other process truncating or rewriting the file while it is mapped.
         let map =
             unsafe { Mmap::map(&file) }.map_err(|e| format!("{shown}: cannot memory-map: {e}"))?;
-        Ok(MappedFile { map: Some(map) })
+        Ok(MappedFile {
+            map: Some(map),
+            read: None,
+        })
     }
 
     /// The file's bytes, starting at a page-aligned address.
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        match (&self.map, &self.read) {
+            (Some(map), _) => map,
+            (None, Some(read)) => read.as_bytes(),
+            (None, None) => &[],
+        }
     }
 }
 
@@ -77,6 +101,13 @@ impl AlignedBuf {
     }
 
     /// The buffer as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: the Vec<u32> owns at least `len` initialized bytes and u8
+        // has alignment 1; the slice borrows `self`.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    /// The buffer as mutable bytes.
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: the Vec<u32> owns at least `len` initialized bytes, u8 has
         // alignment 1, and the returned slice holds the unique borrow of the

@@ -8,6 +8,7 @@ mod output;
 mod run;
 mod speculate;
 
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -23,27 +24,53 @@ use output::PieceWriter;
 use run::{RunStats, Session, PREFILL_BATCH};
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let result = match argv.first().map(String::as_str) {
-        Some("bench") => bench::main(&argv[1..]),
-        Some("gen") => gen::main(&argv[1..]),
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let result = match argv.first().and_then(|a| a.to_str()) {
+        Some("bench") => utf8_args(&argv[1..]).and_then(|a| bench::main(&a)),
+        Some("gen") => utf8_args(&argv[1..]).and_then(|a| gen::main(&a)),
         _ => match args::parse(&argv) {
-            Ok(Command::Help) => {
-                print!("{}", args::HELP);
-                Ok(())
-            }
+            Ok(Command::Help) => print_stdout(args::HELP),
             Ok(Command::Run(run)) => run_model(&run),
             Err(e) => Err(e.to_string()),
         },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(message) if message == output::STDOUT_CLOSED => ExitCode::SUCCESS,
         Err(message) => {
             // stdout may hold a partial line of generated text.
             let _ = io::stdout().flush();
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Converts the arguments of a subcommand, which are all names, numbers or
+/// paths that it prints back, to UTF-8.
+fn utf8_args(args: &[OsString]) -> Result<Vec<String>, String> {
+    args.iter()
+        .map(|a| {
+            a.clone().into_string().map_err(|a| {
+                format!(
+                    "argument '{}' is not valid UTF-8; pass it as UTF-8",
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Writes help text to stdout, reporting a failed write instead of
+/// panicking as `print!` would.
+pub fn print_stdout(text: &str) -> Result<(), String> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(output::write_error(e)),
     }
 }
 
@@ -72,7 +99,13 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
         run.steps
     };
 
-    let tokenizer_bytes = read_file(&run.tokenizer)?;
+    let tokenizer_bytes = read_file(&run.tokenizer).map_err(|e| {
+        if run.tokenizer_is_default {
+            format!("{e}; pass the model's tokenizer with -z")
+        } else {
+            e
+        }
+    })?;
     let mut index = vec![0u32; index_len(config.vocab_size())];
     let tokenizer = Tokenizer::new(&tokenizer_bytes, config.vocab_size(), &mut index)
         .map_err(|e| format!("{}: {e}", run.tokenizer.display()))?;
@@ -113,7 +146,7 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
     if run.speculative.is_some() {
         let prompt = run::encode_prompt(
             &tokenizer,
-            run.prompt.as_deref().unwrap_or(""),
+            run.prompt.as_deref().unwrap_or(b""),
             config.seq_len(),
         )?;
         let seed = effective_seed(run.seed);
@@ -123,9 +156,7 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
             par: &pool,
         };
         let report = speculate::generate(run, &target, &prompt, steps, seed, &mut out)?;
-        let _stdout = out
-            .finish()
-            .map_err(|e| format!("cannot write to stdout: {e}"))?;
+        let _stdout = out.finish().map_err(crate::output::write_error)?;
         speculate::print_report(&report);
         return Ok(());
     }
@@ -133,7 +164,7 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
         Mode::Generate => {
             let prompt = run::encode_prompt(
                 &tokenizer,
-                run.prompt.as_deref().unwrap_or(""),
+                run.prompt.as_deref().unwrap_or(b""),
                 config.seq_len(),
             )?;
             run::generate(&mut session, &prompt, steps, &mut out)?
@@ -150,9 +181,7 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
             )?
         }
     };
-    let _stdout = out
-        .finish()
-        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    let _stdout = out.finish().map_err(crate::output::write_error)?;
     report(&stats);
     Ok(())
 }

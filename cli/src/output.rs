@@ -14,6 +14,20 @@ pub struct PieceWriter<W: Write> {
     expected_len: usize,
 }
 
+/// The error of a write to stdout after the reader went away (`| head`):
+/// `main` ends quietly on it, with success, as command-line filters do.
+pub const STDOUT_CLOSED: &str = "stdout was closed";
+
+/// Turns a failed write to stdout into an error message, or into
+/// [`STDOUT_CLOSED`] when the reader closed the pipe.
+pub fn write_error(e: io::Error) -> String {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        STDOUT_CLOSED.to_owned()
+    } else {
+        format!("cannot write to stdout: {e}")
+    }
+}
+
 /// U+FFFD, written in place of an invalid or unfinished UTF-8 sequence.
 const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
 

@@ -45,9 +45,10 @@ pub struct Session<'m, 's> {
 /// Encodes `text` with BOS and checks that the tokens fit in the context.
 pub fn encode_prompt(
     tokenizer: &Tokenizer<'_>,
-    text: &str,
+    text: impl AsRef<[u8]>,
     seq_len: usize,
 ) -> Result<Vec<u32>, String> {
+    let text = text.as_ref();
     // Every token covers at most max_token_length bytes of the text (plus the
     // dummy-prefix space), so a text too long for the context is rejected
     // before the quadratic merge loop runs on it.
@@ -64,7 +65,7 @@ pub fn encode_prompt(
     let mut tokens = vec![0u32; capacity];
     let mut scratch = vec![0u32; capacity];
     let n = tokenizer
-        .encode(text.as_bytes(), true, false, &mut tokens, &mut scratch)
+        .encode(text, true, false, &mut tokens, &mut scratch)
         .map_err(|e| format!("cannot encode the prompt: {e}"))?;
     tokens.truncate(n);
     if n > seq_len {
@@ -109,7 +110,7 @@ pub fn generate<W: Write>(
     let start = Instant::now();
     let model = session.model;
     let tokenizer = session.tokenizer;
-    let io_error = |e: std::io::Error| format!("cannot write to stdout: {e}");
+    let io_error = crate::output::write_error;
     let mut stats = RunStats {
         prompt_tokens: prompt.len(),
         ..RunStats::default()
@@ -177,7 +178,7 @@ pub fn print_prompt<W: Write>(
     fed: usize,
     out: &mut PieceWriter<W>,
 ) -> Result<bool, String> {
-    let io_error = |e: std::io::Error| format!("cannot write to stdout: {e}");
+    let io_error = crate::output::write_error;
     for pos in 0..fed.min(prompt.len() - 1) {
         let next = prompt[pos + 1];
         if next == BOS {
@@ -197,37 +198,42 @@ fn decode<'t>(tokenizer: &Tokenizer<'t>, prev: u32, token: u32) -> Result<&'t [u
 }
 
 /// Renders one user turn in the Llama 2 chat template, with the system
-/// prompt on the first turn only.
-pub fn render_chat_turn(system_prompt: Option<&str>, user_prompt: &str) -> String {
+/// prompt on the first turn only. Prompts are bytes: run.c takes any.
+pub fn render_chat_turn(system_prompt: Option<&[u8]>, user_prompt: &[u8]) -> Vec<u8> {
+    let mut rendered = Vec::new();
     match system_prompt {
         Some(system) if !system.is_empty() => {
-            format!("[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user_prompt} [/INST]")
+            rendered.extend_from_slice(b"[INST] <<SYS>>\n");
+            rendered.extend_from_slice(system);
+            rendered.extend_from_slice(b"\n<</SYS>>\n\n");
         }
-        _ => format!("[INST] {user_prompt} [/INST]"),
+        _ => rendered.extend_from_slice(b"[INST] "),
     }
+    rendered.extend_from_slice(user_prompt);
+    rendered.extend_from_slice(b" [/INST]");
+    rendered
 }
 
 /// Reads one line from `input` after printing `guide`, without its line
-/// ending. Returns `None` at the end of input.
+/// ending. Returns `None` at the end of input. The line may be any bytes.
 fn read_line<R: BufRead, W: Write>(
     guide: &str,
     input: &mut R,
     out: &mut PieceWriter<W>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<Vec<u8>>, String> {
     out.write_raw(guide.as_bytes())
-        .map_err(|e| format!("cannot write to stdout: {e}"))?;
-    out.flush()
-        .map_err(|e| format!("cannot write to stdout: {e}"))?;
-    let mut line = String::new();
+        .map_err(crate::output::write_error)?;
+    out.flush().map_err(crate::output::write_error)?;
+    let mut line = Vec::new();
     let n = input
-        .read_line(&mut line)
+        .read_until(b'\n', &mut line)
         .map_err(|e| format!("cannot read stdin: {e}"))?;
     if n == 0 {
         return Ok(None);
     }
-    if line.ends_with('\n') {
+    if line.ends_with(b"\n") {
         line.pop();
-        if line.ends_with('\r') {
+        if line.ends_with(b"\r") {
             line.pop();
         }
     }
@@ -243,8 +249,8 @@ fn read_line<R: BufRead, W: Write>(
 /// positions included, so the random stream matches run.c's.
 pub fn chat<R: BufRead, W: Write>(
     session: &mut Session<'_, '_>,
-    user_prompt: Option<&str>,
-    system_prompt: Option<&str>,
+    user_prompt: Option<&[u8]>,
+    system_prompt: Option<&[u8]>,
     steps: usize,
     input: &mut R,
     out: &mut PieceWriter<W>,
@@ -252,18 +258,14 @@ pub fn chat<R: BufRead, W: Write>(
     let start = Instant::now();
     let model = session.model;
     let seq_len = model.config.seq_len();
-    let io_error = |e: std::io::Error| format!("cannot write to stdout: {e}");
+    let io_error = crate::output::write_error;
     let mut stats = RunStats::default();
 
+    // At the end of input the system prompt is empty, and a user prompt
+    // from -i still gets its answer.
     let system = match system_prompt {
         Some(s) => Some(s.to_owned()),
-        None => match read_line("Enter system prompt (optional): ", input, out)? {
-            Some(s) => Some(s),
-            None => {
-                out.write_raw(b"\n").map_err(io_error)?;
-                return Ok(stats);
-            }
-        },
+        None => read_line("Enter system prompt (optional): ", input, out)?,
     };
 
     let mut pos = 0;

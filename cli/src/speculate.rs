@@ -30,8 +30,13 @@ pub struct SpecReport {
     pub prompt_tokens: usize,
     /// Tokens printed after the prompt.
     pub generated: usize,
-    /// The core's counts.
+    /// The core's counts. Its accepted and emitted counts include tokens
+    /// after a sampled BOS, which are not output.
     pub stats: Stats,
+    /// Accepted draft tokens that were output.
+    pub accepted: u64,
+    /// Tokens output by rounds, the BOS that ended the run excluded.
+    pub emitted: u64,
     /// Time spent drafting.
     pub draft_time: Duration,
     /// Time spent in target forward passes, prefill included.
@@ -81,7 +86,7 @@ pub fn generate<W: Write>(
     let spec = run.speculative.as_ref().ok_or("no draft source")?;
     let config = target.config;
     let vocab = config.vocab_size();
-    let io_error = |e: std::io::Error| format!("cannot write to stdout: {e}");
+    let io_error = crate::output::write_error;
     let color = use_color(run.color);
     let math = if run.fast_math {
         Math::Relaxed
@@ -164,6 +169,8 @@ pub fn generate<W: Write>(
         prompt_tokens: prompt.len(),
         generated: 0,
         stats: Stats::default(),
+        accepted: 0,
+        emitted: 0,
         draft_time: Duration::ZERO,
         target_time: Duration::ZERO,
         elapsed: Duration::ZERO,
@@ -196,6 +203,10 @@ pub fn generate<W: Write>(
 
         for (i, &token) in round_tokens[..round.emitted].iter().enumerate() {
             if token == BOS {
+                // Tokens after a sampled BOS are never output, so they do not
+                // count as accepted or emitted either.
+                report.accepted += i.min(round.accepted) as u64;
+                report.emitted += i as u64;
                 break 'rounds;
             }
             let piece = tokenizer
@@ -212,6 +223,8 @@ pub fn generate<W: Write>(
             report.generated += 1;
             prev = token;
         }
+        report.accepted += round.accepted as u64;
+        report.emitted += round.emitted as u64;
         out.flush().map_err(io_error)?;
     }
     out.write_raw(b"\n").map_err(io_error)?;
@@ -232,14 +245,14 @@ pub fn print_report(report: &SpecReport) {
     eprintln!("prompt tokens:           {}", report.prompt_tokens);
     eprintln!("generated tokens:        {}", report.generated);
     eprintln!("drafted tokens:          {}", s.drafted);
-    eprintln!("accepted tokens:         {}", s.accepted);
+    eprintln!("accepted tokens:         {}", report.accepted);
     eprintln!(
         "acceptance rate:         {:.1}% (accepted / drafted)",
-        100.0 * ratio(s.accepted, s.drafted)
+        100.0 * ratio(report.accepted, s.drafted)
     );
     eprintln!(
         "tokens per target pass:  {:.2} (emitted / verify passes)",
-        ratio(s.emitted, s.rounds)
+        ratio(report.emitted, s.rounds)
     );
     eprintln!(
         "target forward passes:   {} ({} verify, {} prefill)",

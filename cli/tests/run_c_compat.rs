@@ -195,7 +195,34 @@ fn chat_ends_cleanly_at_end_of_input() {
         ],
         b"",
     );
-    assert_eq!(stdout_ok(&output), "Enter system prompt (optional): \n");
+    assert_eq!(
+        stdout_ok(&output),
+        "Enter system prompt (optional): User: \n"
+    );
+    // A prompt from -i is still answered when stdin is empty.
+    let output = specdec(
+        &[
+            model.to_str().unwrap(),
+            "-z",
+            tokenizer.to_str().unwrap(),
+            "-m",
+            "chat",
+            "-i",
+            "Hi there",
+            "-t",
+            "0",
+        ],
+        b"",
+    );
+    let stdout = stdout_ok(&output);
+    assert!(
+        stdout.starts_with("Enter system prompt (optional): Assistant: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.len() > "Enter system prompt (optional): Assistant: ".len() + 5,
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -298,4 +325,103 @@ fn help_lists_every_flag() {
             "{flag} missing from help"
         );
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn invalid_utf8_prompt_is_encoded() {
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(model), Some(tokenizer)) = (model_path("stories260K.bin"), model_path("tok512.bin"))
+    else {
+        return;
+    };
+    // run.c takes any bytes; the tokenizer encodes 0xFF with byte fallback.
+    let prompt = std::ffi::OsStr::from_bytes(b"a\xffb");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_specdec"))
+        .arg(&model)
+        .arg("-z")
+        .arg(&tokenizer)
+        .args(["-t", "0", "-n", "10", "-i"])
+        .arg(prompt)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stdout.starts_with(b"a\xef\xbf\xbdb"),
+        "{:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let (Some(model), Some(tokenizer)) = (model_path("stories260K.bin"), model_path("tok512.bin"))
+    else {
+        return;
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_specdec"))
+        .arg(&model)
+        .arg("-z")
+        .arg(&tokenizer)
+        .args(["-t", "0", "-n", "512"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end at once, as `| head -c 0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit status {:?}: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn model_from_a_pipe_runs() {
+    let (Some(model), Some(tokenizer)) = (model_path("stories260K.bin"), model_path("tok512.bin"))
+    else {
+        return;
+    };
+    let expected = run_real("stories260K.bin", "tok512.bin", &["-t", "0", "-n", "30"]).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_specdec"))
+        .arg("/dev/stdin")
+        .arg("-z")
+        .arg(&tokenizer)
+        .args(["-t", "0", "-n", "30"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&model).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(stdout_ok(&output), stdout_ok(&expected));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn help_to_full_device_fails_cleanly() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_specdec"))
+        .arg("--help")
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot write to stdout"),
+        "{stderr}"
+    );
 }

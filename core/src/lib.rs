@@ -37,3 +37,16 @@ pub use forward::{ForwardError, Logits, Transformer};
 pub use sampler::Sampler;
 pub use state::{state_size, RunState, StateError};
 pub use tokenizer::{Tokenizer, TokenizerError};
+
+/// With `std`, the error types implement `std::error::Error`, so `?` can
+/// turn them into `Box<dyn Error>`.
+#[cfg(feature = "std")]
+mod std_errors {
+    impl std::error::Error for crate::checkpoint::CheckpointError {}
+    impl std::error::Error for crate::state::StateError {}
+    impl std::error::Error for crate::forward::ForwardError {}
+    impl std::error::Error for crate::tokenizer::TokenizerError {}
+    impl std::error::Error for crate::sampler::SamplerError {}
+    impl std::error::Error for crate::speculative::SpecError {}
+    impl std::error::Error for crate::synthetic::SyntheticError {}
+}

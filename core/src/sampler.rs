@@ -261,11 +261,20 @@ impl<'a> Sampler<'a> {
         if self.temperature == 0.0 {
             return Ok(sample_argmax(logits));
         }
+        let best = sample_argmax(logits);
         for l in logits.iter_mut() {
             *l /= self.temperature;
         }
-        softmax(logits);
         let coin = random_f32(&mut self.rng_state);
+        if !logits[best as usize].is_finite() {
+            // The temperature is so small that the largest logit overflowed:
+            // the distribution is a point mass on the argmax, its limit as
+            // the temperature goes to 0. run.c prints garbage here.
+            logits.fill(0.0);
+            logits[best as usize] = 1.0;
+            return Ok(best);
+        }
+        softmax(logits);
         if self.topp <= 0.0 || self.topp >= 1.0 {
             Ok(sample_mult(logits, coin))
         } else {

@@ -157,9 +157,13 @@ pub enum SpecError {
         /// The target's context length.
         seq_len: usize,
     },
-    /// A round was asked for before the prompt, or with no room left: the
-    /// last committed token is at the target's final position.
+    /// No room left for a round: the last committed token is at the
+    /// target's final position.
     ContextFull,
+    /// A round was asked for before [`Speculator::prefill`].
+    NotStarted,
+    /// `draft_p_min` is outside [0, 1] or not a number.
+    InvalidDraftPMin,
     /// A forward call failed.
     Forward(ForwardError),
 }
@@ -204,6 +208,12 @@ impl fmt::Display for SpecError {
                  {seq_len} tokens"
             ),
             SpecError::ContextFull => write!(f, "no room for another round in the target's context"),
+            SpecError::NotStarted => {
+                write!(f, "no prompt yet; call prefill before the first round")
+            }
+            SpecError::InvalidDraftPMin => {
+                write!(f, "invalid draft_p_min; use a probability in [0, 1]")
+            }
             SpecError::Forward(e) => write!(f, "{e}"),
         }
     }
@@ -245,8 +255,16 @@ pub fn sampling_distribution(
     topp: f32,
     scratch: &mut [ProbIndex],
 ) {
+    let best = sample_argmax(logits) as usize;
     for l in logits.iter_mut() {
         *l /= temperature;
+    }
+    if !logits[best].is_finite() {
+        // A temperature so small that the largest logit overflowed: the
+        // point mass on the argmax, as the sampler uses.
+        logits.fill(0.0);
+        logits[best] = 1.0;
+        return;
     }
     softmax(logits);
     if topp <= 0.0 || topp >= 1.0 {
@@ -459,6 +477,9 @@ impl<'m, 's> Speculator<'m, 's> {
         {
             return Err(SpecError::InvalidSampling);
         }
+        if settings.draft_p_min.is_nan() || !(0.0..=1.0).contains(&settings.draft_p_min) {
+            return Err(SpecError::InvalidDraftPMin);
+        }
         if target_state.max_batch() < settings.k_max + 1 {
             return Err(SpecError::TargetBatchTooSmall {
                 needed: settings.k_max + 1,
@@ -580,7 +601,10 @@ impl<'m, 's> Speculator<'m, 's> {
     /// [`step`]: Speculator::step
     pub fn propose(&mut self, max_emit: usize) -> Result<usize, SpecError> {
         let seq_len = self.target.config.seq_len();
-        if self.len == 0 || self.len > seq_len || max_emit == 0 {
+        if self.len == 0 {
+            return Err(SpecError::NotStarted);
+        }
+        if self.len > seq_len || max_emit == 0 {
             return Err(SpecError::ContextFull);
         }
         let pos = self.len - 1;
@@ -701,7 +725,7 @@ impl<'m, 's> Speculator<'m, 's> {
             });
         }
         if self.len == 0 {
-            return Err(SpecError::ContextFull);
+            return Err(SpecError::NotStarted);
         }
         let pos = self.len - 1;
         let vocab = self.target.config.vocab_size();

@@ -563,3 +563,27 @@ fn invalid_settings_are_rejected() {
         }
     );
 }
+
+#[test]
+fn tiny_temperature_falls_back_to_argmax() {
+    // 1e-45 overflows every logit divided by it; the limit of the
+    // distribution as the temperature goes to 0 is the argmax.
+    let logits = [0.5f32, 3.0, -1.0, 2.0];
+    let mut scratch = vec![ProbIndex::default(); 4];
+    let mut sampler = Sampler::new(4, 1e-45, 1.0, 7, &mut scratch).unwrap();
+    for _ in 0..10 {
+        let mut row = logits;
+        assert_eq!(
+            sampler.sample(&mut row).unwrap(),
+            1,
+            "the sampler must pick the argmax"
+        );
+    }
+    let mut row = logits;
+    specdec_core::speculative::sampling_distribution(&mut row, 1e-45, 0.9, &mut scratch);
+    assert_eq!(
+        row,
+        [0.0, 1.0, 0.0, 0.0],
+        "the distribution must be the point mass on the argmax"
+    );
+}

@@ -26,8 +26,8 @@ pub struct specdec_spec_params {
     pub topp: f32,
     /// Seed of the random stream.
     pub seed: u64,
-    /// Stop drafting a round when the draft's top probability is below this;
-    /// 0 turns it off.
+    /// Stop drafting a round, after its first draft token, when the draft's
+    /// top probability is below this; in [0, 1], and 0 turns it off.
     pub draft_p_min: f32,
     /// Nonzero to adapt the draft length within [1, k] from the last round.
     pub adaptive: u8,
@@ -74,6 +74,9 @@ fn spec_status(e: SpecError) -> specdec_status {
     match e {
         SpecError::VocabMismatch { .. } => SPECDEC_ERR_VOCAB_MISMATCH,
         SpecError::BufferTooSmall { .. } => SPECDEC_ERR_BUFFER_TOO_SMALL,
+        SpecError::InvalidPrompt { len: 0, .. } | SpecError::NotStarted => {
+            SPECDEC_ERR_INVALID_ARGUMENT
+        }
         SpecError::InvalidPrompt { .. } | SpecError::ContextFull => SPECDEC_ERR_CONTEXT_OVERFLOW,
         SpecError::Forward(e) => forward_status(e),
         _ => SPECDEC_ERR_INVALID_ARGUMENT,
@@ -274,7 +277,8 @@ pub unsafe extern "C" fn specdec_spec_prefill(
 /// to `tokens`. When `accepted` is not NULL, `accepted[i]` is set to 1 for
 /// tokens that were accepted drafts and 0 for the one the target added.
 /// `*n_emitted` receives the count. `capacity` must be at least k + 1.
-/// Returns `SPECDEC_ERR_CONTEXT_OVERFLOW` when the context is full.
+/// Returns `SPECDEC_ERR_CONTEXT_OVERFLOW` when the context is full and
+/// `SPECDEC_ERR_INVALID_ARGUMENT` before `specdec_spec_prefill`.
 ///
 /// # Safety
 /// `spec` is live; `tokens` and `accepted` (if not NULL) point to

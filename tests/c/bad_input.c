@@ -569,6 +569,13 @@ static void check_speculative_settings(fixture *f) {
     params.threads = 1025;
     CHECK_STATUS(specdec_spec_new(f->model, NULL, &params, &spec), SPECDEC_ERR_INVALID_ARGUMENT);
     params.threads = 1;
+    params.draft_p_min = 2.0f;
+    CHECK_STATUS(specdec_spec_new(f->model, NULL, &params, &spec), SPECDEC_ERR_INVALID_ARGUMENT);
+    params.draft_p_min = -0.5f;
+    CHECK_STATUS(specdec_spec_new(f->model, NULL, &params, &spec), SPECDEC_ERR_INVALID_ARGUMENT);
+    params.draft_p_min = (float)NAN;
+    CHECK_STATUS(specdec_spec_new(f->model, NULL, &params, &spec), SPECDEC_ERR_INVALID_ARGUMENT);
+    params.draft_p_min = 0.0f;
     CHECK(spec == (specdec_spec *)SENTINEL);
 
     /* A 32000-token draft for a 512-token target. */
@@ -615,8 +622,8 @@ static void check_speculative_steps(fixture *f) {
     for (i = 0; i <= seq_len; i++) {
         prompt[i] = i == 0 ? 1 : (int32_t)(i % 400) + 3;
     }
-    CHECK_STATUS(specdec_spec_step(spec, 4, out, flags, 5, &n), SPECDEC_ERR_CONTEXT_OVERFLOW);
-    CHECK_STATUS(specdec_spec_prefill(spec, prompt, 0), SPECDEC_ERR_CONTEXT_OVERFLOW);
+    CHECK_STATUS(specdec_spec_step(spec, 4, out, flags, 5, &n), SPECDEC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(specdec_spec_prefill(spec, prompt, 0), SPECDEC_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(specdec_spec_prefill(spec, prompt, seq_len + 1), SPECDEC_ERR_CONTEXT_OVERFLOW);
     prompt[1] = -1;
     CHECK_STATUS(specdec_spec_prefill(spec, prompt, 3), SPECDEC_ERR_TOKEN_OUT_OF_RANGE);
