@@ -16,7 +16,7 @@ use crate::parallel::{Parallel, Serial};
 use crate::state::RunState;
 use crate::weights::{Matrix, QTensor, Weights};
 
-/// Which rows of logits a forward call computes.
+/// The rows of logits a forward call computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
     /// One row per input token, `(n, vocab_size)`: what verification needs.

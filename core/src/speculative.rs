@@ -24,7 +24,7 @@
 //! length. A draft model with a shorter context than the target re-fills its
 //! cache with the most recent half of its window when it runs out, and keeps
 //! drafting. Every random draw comes from one xorshift64* stream seeded by
-//! the caller, so a seed fixes the output; the stream differs from plain
+//! the caller, so a seed fixes the output. That stream differs from plain
 //! sampling's, so sampled text differs from plain mode's for the same seed.
 
 use core::fmt;
@@ -35,7 +35,7 @@ use crate::parallel::{Parallel, Serial};
 use crate::sampler::{random_f32, sample_argmax, sample_mult, ProbIndex};
 use crate::state::RunState;
 
-/// Where draft tokens come from.
+/// The source of draft tokens.
 // One value lives in each speculator, and no_std code cannot box the state.
 #[allow(clippy::large_enum_variant)]
 pub enum Draft<'m, 's> {
@@ -52,7 +52,7 @@ pub enum Draft<'m, 's> {
     /// occurrence of the last n committed tokens, for n from `max_ngram`
     /// down to 1. The proposal is certain, so q is a point mass.
     Lookup {
-        /// Longest n-gram to match.
+        /// Maximum n-gram length to match.
         max_ngram: usize,
     },
 }

@@ -152,7 +152,9 @@ impl Q8Weights {
 
 /// Runs `kernel` and the scalar Q8_0 matmul for every group size, several
 /// `n` per group size, every `d` and batch size, and compares their outputs
-/// bit for bit. The int8 values cover the whole range, -128 included.
+/// bit for bit. The weights cover the whole int8 range, -128 included. The
+/// activations do too, and then again without -128, the range that
+/// `ops::quantize` produces and that the AVX2 kernel's `maddubs` path takes.
 fn check_matmul_q8(kernel: MatmulQ8Fn, name: &str) {
     let mut rng = Rng(0x5eed_0002);
     for &gs in &GROUP_SIZES {
@@ -160,14 +162,19 @@ fn check_matmul_q8(kernel: MatmulQ8Fn, name: &str) {
             let n = gs * groups_per_row;
             for &d in &SIZES {
                 let w = Q8Weights::new(&mut rng, d, n, gs);
-                for batch in BATCHES {
-                    let xq = rng.bytes_i8(batch * n);
+                for (batch, x_min) in BATCHES.flat_map(|b| [(b, i8::MIN), (b, -127)]) {
+                    let xq: Vec<i8> = rng
+                        .bytes_i8(batch * n)
+                        .into_iter()
+                        .map(|v| v.max(x_min))
+                        .collect();
                     let xs = rng.values(batch * groups_per_row);
                     let mut expected = vec![UNWRITTEN; batch * d];
                     let mut actual = vec![UNWRITTEN; batch * d];
                     scalar::matmul_q8(&mut expected, &xq, &xs, w.tensor(), n, d);
                     kernel(&mut actual, &xq, &xs, w.tensor(), n, d);
-                    let case = format!("{name} group_size={gs} d={d} n={n} batch={batch}");
+                    let case =
+                        format!("{name} group_size={gs} d={d} n={n} batch={batch} min(x)>={x_min}");
                     assert_same_bits(&actual, &expected, &case);
                 }
             }
@@ -303,6 +310,27 @@ fn dispatched_matmul_q8_quantized_input() {
         scalar::matmul_q8(&mut expected, &xq, &xs, w.tensor(), n, d);
         ops::matmul_q8(&mut actual, &xq, &xs, w.tensor(), n, d);
         assert_same_bits(&actual, &expected, &format!("quantized batch={batch}"));
+    }
+}
+
+/// The int8 products of largest magnitude, -128 * -127 and -128 * 127 in
+/// every position, stay exact: an AVX2 kernel that sums product pairs in i16
+/// must not saturate on them.
+#[test]
+fn dispatched_matmul_q8_extreme_products() {
+    let mut rng = Rng(0x5eed_0006);
+    let (d, n, gs) = (17, 128, 32);
+    let mut w = Q8Weights::new(&mut rng, d, n, gs);
+    w.q.fill(i8::MIN);
+    for (x_value, batch) in [(-127i8, 1), (127, 1), (-127, 5), (127, 9), (i8::MIN, 3)] {
+        let xq = vec![x_value; batch * n];
+        let xs = rng.values(batch * n / gs);
+        let mut expected = vec![UNWRITTEN; batch * d];
+        let mut actual = vec![UNWRITTEN; batch * d];
+        scalar::matmul_q8(&mut expected, &xq, &xs, w.tensor(), n, d);
+        ops::matmul_q8(&mut actual, &xq, &xs, w.tensor(), n, d);
+        let case = format!("w=-128 x={x_value} batch={batch}");
+        assert_same_bits(&actual, &expected, &case);
     }
 }
 

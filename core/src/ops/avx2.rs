@@ -11,10 +11,12 @@
 //!
 //! Q8_0: the int8 dot product of one group is summed in whatever order the
 //! vector code likes, which is exact because i32 addition is associative
-//! (a group would need more than 131072 values to overflow). The 8 lanes of
-//! a float vector hold 8 (output row, batch row) pairs, and each lane's
-//! accumulation `val += (ival * w_scale) * x_scale` runs over the groups in
-//! order, as runq.c.
+//! (a group would need more than 131072 values to overflow). The products
+//! come from `_mm256_maddubs_epi16` when no activation is -128, the case in
+//! which its i16 pair sums cannot saturate, and otherwise from values
+//! widened to i16. The 8 lanes of a float vector hold 8 (output row, batch
+//! row) pairs, and each lane's accumulation `val += (ival * w_scale) *
+//! x_scale` runs over the groups in order, as runq.c.
 
 use core::arch::x86_64::*;
 
@@ -358,24 +360,27 @@ fn matmul_q8_avx2(xout: &mut [f32], xq: &[i8], xs: &[f32], w: QTensor<'_>, n: us
     );
 
     let q8 = Q8Rows { w, n, d, groups };
+    // Activations from `ops::quantize` lie in [-127, 127], so batches of 2 or
+    // more normally take the `maddubs` products, which are exact only without
+    // -128. A batch of 1 keeps the widening products: with `maddubs` it was
+    // about 5 % slower for a W that streams from memory (d = 32000,
+    // n = 768), though about 10 % faster for one in cache (d = 2048), on
+    // the AMD EPYC virtual machine of docs/BENCHMARKS.md.
+    let maddubs = batch > 1 && !contains_i8_min(xq);
     // Passes of 8, 4, 2 and 1 batch rows fill all 8 lanes with 1, 2, 4 or 8
-    // weight rows. All passes over one 8-row block run before the next
-    // block, so later passes find its weights in cache.
+    // weight rows, and the batch rows of a pass share each weight load. All
+    // passes over one 8-row block run before the next block, so later passes
+    // find its weights in cache. Passes of any batch size up to 9 that left
+    // lanes empty were slower for 5 batch rows (d = 2048, n = 768), because
+    // the per-group reduction and scaling then serve fewer lanes.
     let full_rows = d - d % 8;
     for block in (0..full_rows).step_by(8) {
         let mut t0 = 0;
         while t0 < batch {
             let count = largest_power_of_two((batch - t0).min(8));
-            let x_rows = &xq[t0 * n..(t0 + count) * n];
-            let x_scales = &xs[t0 * groups..(t0 + count) * groups];
             let rows_per_call = 8 / count;
             for i in (block..block + 8).step_by(rows_per_call) {
-                match count {
-                    8 => q8.rows::<1, 8>(xout, x_rows, x_scales, i, t0),
-                    4 => q8.rows::<2, 4>(xout, x_rows, x_scales, i, t0),
-                    2 => q8.rows::<4, 2>(xout, x_rows, x_scales, i, t0),
-                    _ => q8.rows::<8, 1>(xout, x_rows, x_scales, i, t0),
-                }
+                q8.pass(rows_per_call, count, maddubs, xout, xq, xs, i, t0);
             }
             t0 += count;
         }
@@ -386,14 +391,7 @@ fn matmul_q8_avx2(xout: &mut [f32], xq: &[i8], xs: &[f32], w: QTensor<'_>, n: us
         let mut t0 = 0;
         while t0 < batch {
             let count = largest_power_of_two((batch - t0).min(8));
-            let x_rows = &xq[t0 * n..(t0 + count) * n];
-            let x_scales = &xs[t0 * groups..(t0 + count) * groups];
-            match count {
-                8 => q8.rows::<1, 8>(xout, x_rows, x_scales, i, t0),
-                4 => q8.rows::<1, 4>(xout, x_rows, x_scales, i, t0),
-                2 => q8.rows::<1, 2>(xout, x_rows, x_scales, i, t0),
-                _ => q8.rows::<1, 1>(xout, x_rows, x_scales, i, t0),
-            }
+            q8.pass(1, count, maddubs, xout, xq, xs, i, t0);
             t0 += count;
         }
     }
@@ -402,6 +400,20 @@ fn matmul_q8_avx2(xout: &mut [f32], xq: &[i8], xs: &[f32], w: QTensor<'_>, n: us
 /// Returns the largest power of two not above `v`, which is at least 1.
 fn largest_power_of_two(v: usize) -> usize {
     1 << v.ilog2()
+}
+
+/// Returns whether `v` contains -128.
+#[target_feature(enable = "avx2")]
+fn contains_i8_min(v: &[i8]) -> bool {
+    let min = _mm256_set1_epi8(i8::MIN);
+    let mut chunks = v.chunks_exact(32);
+    let mut found = _mm256_setzero_si256();
+    for chunk in &mut chunks {
+        // SAFETY: `chunk` is 32 readable bytes, and loadu needs no alignment.
+        let bytes = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+        found = _mm256_or_si256(found, _mm256_cmpeq_epi8(bytes, min));
+    }
+    _mm256_movemask_epi8(found) != 0 || chunks.remainder().contains(&i8::MIN)
 }
 
 /// The operands of one Q8_0 matmul that stay fixed across its calls of
@@ -414,14 +426,55 @@ struct Q8Rows<'a> {
 }
 
 impl Q8Rows<'_> {
+    /// Calls [`Q8Rows::rows`] for weight rows `i..i + row_count` and batch
+    /// rows `t0..t0 + count`, with `row_count`, `count` and `maddubs` as
+    /// constants.
+    /// [`matmul_q8_avx2`] passes only the combinations listed here.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    fn pass(
+        &self,
+        row_count: usize,
+        count: usize,
+        maddubs: bool,
+        xout: &mut [f32],
+        xq: &[i8],
+        xs: &[f32],
+        i: usize,
+        t0: usize,
+    ) {
+        let (n, groups) = (self.n, self.groups);
+        let x_rows = &xq[t0 * n..(t0 + count) * n];
+        let x_scales = &xs[t0 * groups..(t0 + count) * groups];
+        macro_rules! dispatch {
+            ($(($r:literal, $t:literal)),*) => {
+                match (row_count, count, maddubs) {
+                    $(
+                        ($r, $t, true) => self.rows::<$r, $t, true>(xout, x_rows, x_scales, i, t0),
+                        ($r, $t, false) => self.rows::<$r, $t, false>(xout, x_rows, x_scales, i, t0),
+                    )*
+                    _ => unreachable!("no Q8_0 AVX2 kernel for {row_count} rows of {count} batch rows"),
+                }
+            };
+        }
+        dispatch!((8, 1), (4, 2), (2, 4), (1, 1), (1, 2), (1, 4), (1, 8))
+    }
+
     /// Writes output rows `i..i + R` for the `T` batch rows in `x_rows`, the
     /// first of which is batch row `t0`. `x_scales` holds their scales, one
     /// batch row after another.
     ///
-    /// Lane `r * T + t` of the vectors holds weight row `i + r` against
+    /// Lane `r * T + t` of the vectors computes weight row `i + r` against
     /// batch row `t`, so `R * T <= 8`.
+    ///
+    /// With `MADDUBS`, each product pair comes from `_mm256_maddubs_epi16`
+    /// on `|w|` (as u8) and `x` with `w`'s sign. That is exact only when no
+    /// `x` is -128: then `|w| <= 128` and `|x| <= 127` keep each i16 pair sum
+    /// within 2 * 128 * 127 = 32512, below i16's saturation at 32767.
+    /// Without it, the values widen to i16 and `_mm256_madd_epi16` forms the
+    /// products, which is exact for all inputs.
     #[target_feature(enable = "avx2")]
-    fn rows<const R: usize, const T: usize>(
+    fn rows<const R: usize, const T: usize, const MADDUBS: bool>(
         &self,
         xout: &mut [f32],
         x_rows: &[i8],
@@ -455,39 +508,54 @@ impl Q8Rows<'_> {
                 }
                 prefetched += 64;
             }
+
             let mut sums = [_mm256_setzero_si256(); 8];
             let mut k = 0;
-            while k + 16 <= gs {
-                // SAFETY: start + k + 16 <= (g + 1) * gs <= n, so for r < R
+            while k + 32 <= gs {
+                // SAFETY: start + k + 32 <= (g + 1) * gs <= n, so for r < R
                 // the read ends by R * n == w_rows.len(), and for t < T by
                 // T * n == x_rows.len().
                 unsafe {
                     for r in 0..R {
                         let wp = w_ptr.add(r * n + start + k);
-                        let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.cast()));
                         for t in 0..T {
                             let xp = x_ptr.add(t * n + start + k);
-                            let xv = _mm256_cvtepi8_epi16(_mm_loadu_si128(xp.cast()));
                             let sum = &mut sums[r * T + t];
-                            *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(wv, xv));
+                            *sum = _mm256_add_epi32(*sum, dot32::<MADDUBS>(wp, xp));
+                        }
+                    }
+                }
+                k += 32;
+            }
+            if k + 16 <= gs {
+                // SAFETY: as above with 16 in place of 32.
+                unsafe {
+                    for r in 0..R {
+                        let wp = w_ptr.add(r * n + start + k);
+                        let wv = _mm_loadu_si128(wp.cast());
+                        for t in 0..T {
+                            let xp = x_ptr.add(t * n + start + k);
+                            let xv = _mm_loadu_si128(xp.cast());
+                            let sum = &mut sums[r * T + t];
+                            *sum = _mm256_add_epi32(*sum, dot16::<MADDUBS>(wv, xv));
                         }
                     }
                 }
                 k += 16;
             }
             if k < gs {
-                // gs is a multiple of 8, so exactly 8 values remain.
-                // SAFETY: as above with 8 in place of 16.
+                // gs is a multiple of 8, so exactly 8 values remain. They
+                // take the 16-value path with zeros in the upper half.
+                // SAFETY: as above with 8 in place of 32.
                 unsafe {
                     for r in 0..R {
                         let wp = w_ptr.add(r * n + start + k);
-                        let wv = _mm_cvtepi8_epi16(_mm_loadl_epi64(wp.cast()));
+                        let wv = _mm_loadl_epi64(wp.cast());
                         for t in 0..T {
                             let xp = x_ptr.add(t * n + start + k);
-                            let xv = _mm_cvtepi8_epi16(_mm_loadl_epi64(xp.cast()));
-                            let partial = _mm256_zextsi128_si256(_mm_madd_epi16(wv, xv));
+                            let xv = _mm_loadl_epi64(xp.cast());
                             let sum = &mut sums[r * T + t];
-                            *sum = _mm256_add_epi32(*sum, partial);
+                            *sum = _mm256_add_epi32(*sum, dot16::<MADDUBS>(wv, xv));
                         }
                     }
                 }
@@ -517,6 +585,50 @@ impl Q8Rows<'_> {
                 xout[(t0 + t) * d + i + r] = vals[r * T + t];
             }
         }
+    }
+}
+
+/// Returns 8 i32 lanes whose sum is the dot product of the 32 int8 values
+/// at `w` and at `x`. With `MADDUBS`, no value at `x` may be -128 (see
+/// [`Q8Rows::rows`]).
+///
+/// # Safety
+///
+/// 32 bytes must be readable at `w` and at `x`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dot32<const MADDUBS: bool>(w: *const i8, x: *const i8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes at both pointers, and
+    // loadu needs no alignment.
+    unsafe {
+        if MADDUBS {
+            let wv = _mm256_loadu_si256(w.cast());
+            let xv = _mm256_loadu_si256(x.cast());
+            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        } else {
+            let w_low = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.cast()));
+            let w_high = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(16).cast()));
+            let x_low = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.cast()));
+            let x_high = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(16).cast()));
+            _mm256_add_epi32(
+                _mm256_madd_epi16(w_low, x_low),
+                _mm256_madd_epi16(w_high, x_high),
+            )
+        }
+    }
+}
+
+/// Returns 8 i32 lanes whose sum is the dot product of the 16 int8 values
+/// in `w` and `x`, under the same condition as [`dot32`].
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot16<const MADDUBS: bool>(w: __m128i, x: __m128i) -> __m256i {
+    if MADDUBS {
+        let pairs = _mm_maddubs_epi16(_mm_abs_epi8(w), _mm_sign_epi8(x, w));
+        _mm256_zextsi128_si256(_mm_madd_epi16(pairs, _mm_set1_epi16(1)))
+    } else {
+        _mm256_madd_epi16(_mm256_cvtepi8_epi16(w), _mm256_cvtepi8_epi16(x))
     }
 }
 
