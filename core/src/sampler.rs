@@ -129,14 +129,19 @@ fn sort_candidates(candidates: &mut [ProbIndex]) {
     });
 }
 
-/// Top-p (nucleus) sampling as run.c's `sample_topp`: keep the smallest set
-/// of most probable tokens whose cumulative probability exceeds `topp`, then
-/// sample from it with `coin`.
+/// Finds run.c's top-p nucleus: the smallest set of most probable tokens
+/// whose cumulative probability exceeds `topp`, in descending order of
+/// probability, and that cumulative probability. Returns `None` when no
+/// token reaches the cutoff.
 ///
 /// Tokens below `(1 - topp) / (n - 1)` cannot be part of the set and are
 /// dropped before sorting. `scratch` holds at least `probabilities.len()`
 /// entries.
-pub fn sample_topp(probabilities: &[f32], topp: f32, scratch: &mut [ProbIndex], coin: f32) -> u32 {
+pub fn topp_nucleus<'s>(
+    probabilities: &[f32],
+    topp: f32,
+    scratch: &'s mut [ProbIndex],
+) -> Option<(&'s [ProbIndex], f32)> {
     let n = probabilities.len();
     let cutoff = (1.0 - topp) / (n as f32 - 1.0);
     let mut n0 = 0;
@@ -152,7 +157,7 @@ pub fn sample_topp(probabilities: &[f32], topp: f32, scratch: &mut [ProbIndex], 
     // Only a tiny topp over a nearly uniform distribution (or a single-token
     // vocabulary) leaves no candidate; run.c reads uninitialized memory there.
     if n0 == 0 {
-        return sample_argmax(probabilities);
+        return None;
     }
     let candidates = &mut scratch[..n0];
     sort_candidates(candidates);
@@ -167,17 +172,24 @@ pub fn sample_topp(probabilities: &[f32], topp: f32, scratch: &mut [ProbIndex], 
             break;
         }
     }
+    Some((&scratch[..=last_idx], cumulative_prob))
+}
 
-    // Sample from the truncated list.
+/// Top-p (nucleus) sampling as run.c's `sample_topp`: sample from
+/// [`topp_nucleus`] with `coin`, or take the argmax when it is empty.
+pub fn sample_topp(probabilities: &[f32], topp: f32, scratch: &mut [ProbIndex], coin: f32) -> u32 {
+    let Some((nucleus, cumulative_prob)) = topp_nucleus(probabilities, topp, scratch) else {
+        return sample_argmax(probabilities);
+    };
     let r = coin * cumulative_prob;
     let mut cdf = 0.0f32;
-    for c in &candidates[..=last_idx] {
+    for c in nucleus {
         cdf += c.prob;
         if r < cdf {
             return c.index;
         }
     }
-    candidates[last_idx].index
+    nucleus[nucleus.len() - 1].index
 }
 
 /// Settings and random state for sampling, with caller-provided scratch.

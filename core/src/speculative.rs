@@ -32,7 +32,7 @@ use core::fmt;
 use crate::forward::{ForwardError, Logits, Transformer};
 use crate::ops::softmax;
 use crate::parallel::{Parallel, Serial};
-use crate::sampler::{random_f32, sample_argmax, sample_mult, ProbIndex};
+use crate::sampler::{random_f32, sample_argmax, sample_mult, topp_nucleus, ProbIndex};
 use crate::state::RunState;
 
 /// The source of draft tokens.
@@ -270,41 +270,15 @@ pub fn sampling_distribution(
     if topp <= 0.0 || topp >= 1.0 {
         return;
     }
-    let n = logits.len();
-    let cutoff = (1.0 - topp) / (n as f32 - 1.0);
-    let mut n0 = 0;
-    for (i, &p) in logits.iter().enumerate() {
-        if p >= cutoff {
-            scratch[n0] = ProbIndex {
-                prob: p,
-                index: i as u32,
-            };
-            n0 += 1;
-        }
-    }
-    if n0 == 0 {
+    let Some((nucleus, cumulative_prob)) = topp_nucleus(logits, topp, scratch) else {
         // As `sample_topp`: fall back to the most likely token.
         let best = sample_argmax(logits) as usize;
         logits.fill(0.0);
         logits[best] = 1.0;
         return;
-    }
-    let candidates = &mut scratch[..n0];
-    candidates.sort_unstable_by(|a, b| match b.prob.partial_cmp(&a.prob) {
-        Some(core::cmp::Ordering::Equal) | None => a.index.cmp(&b.index),
-        Some(order) => order,
-    });
-    let mut cumulative_prob = 0.0f32;
-    let mut last_idx = n0 - 1;
-    for (i, c) in candidates.iter().enumerate() {
-        cumulative_prob += c.prob;
-        if cumulative_prob > topp {
-            last_idx = i;
-            break;
-        }
-    }
+    };
     logits.fill(0.0);
-    for c in &candidates[..=last_idx] {
+    for c in nucleus {
         logits[c.index as usize] = c.prob / cumulative_prob;
     }
 }
