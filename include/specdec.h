@@ -300,6 +300,16 @@ enum specdec_status specdec_session_new(const struct specdec_model *model,
 // `session` is live.
 enum specdec_status specdec_session_set_threads(struct specdec_session *session, size_t threads);
 
+// Chooses the fp32 matmul kernels of the session's later forward calls:
+// with `fast_math` false (the default) the exact kernels, whose output
+// equals llama2.c's bit for bit; with it true the relaxed ones, which
+// reorder and fuse for speed and round differently. Q8_0 models are not
+// affected.
+//
+// # Safety
+// `session` is live.
+enum specdec_status specdec_session_set_fast_math(struct specdec_session *session, bool fast_math);
+
 // Frees a session from `specdec_session_new`. NULL is ignored. A session
 // from `specdec_session_init` lives in caller memory and is left alone,
 // apart from stopping the threads `specdec_session_set_threads` started.

@@ -1,6 +1,7 @@
 //! Sessions: the run state of one sequence (activations, KV cache, logits),
 //! in caller memory or allocated.
 
+use specdec_core::ops::Math;
 use specdec_core::parallel::{Parallel, Serial, ThreadPool};
 use specdec_core::{state_size, ForwardError, Logits, RunState, StateError};
 
@@ -182,6 +183,32 @@ pub unsafe extern "C" fn specdec_session_set_threads(
         } else {
             Some(Box::new(crate::speculative::new_pool(threads)?))
         };
+        Ok(())
+    })
+}
+
+/// Chooses the fp32 matmul kernels of the session's later forward calls:
+/// with `fast_math` false (the default) the exact kernels, whose output
+/// equals llama2.c's bit for bit; with it true the relaxed ones, which
+/// reorder and fuse for speed and round differently. Q8_0 models are not
+/// affected.
+///
+/// # Safety
+/// `session` is live.
+#[no_mangle]
+pub unsafe extern "C" fn specdec_session_set_fast_math(
+    session: *mut specdec_session,
+    fast_math: bool,
+) -> specdec_status {
+    guard(|| {
+        non_null(session)?;
+        // SAFETY: live session by contract.
+        let session = unsafe { &mut *session };
+        session.state.set_math(if fast_math {
+            Math::Relaxed
+        } else {
+            Math::Exact
+        });
         Ok(())
     })
 }
