@@ -159,7 +159,7 @@ const char *specdec_version(void);
 
 // Returns a static, NUL-terminated English message for a status value.
 // Unknown values get a message saying so. Takes an `int` rather than the
-// enum so that any value a C caller holds is safe to pass.
+// enum so that any value a C caller has is safe to pass.
 const char *specdec_status_message(int32_t status);
 
 // Generates text as llama2.c's `generate` does and passes every piece to
@@ -222,10 +222,11 @@ void specdec_model_free(struct specdec_model *model);
 enum specdec_status specdec_model_config(const struct specdec_model *model,
                                          struct specdec_config *out);
 
-// Creates a sampler for a vocabulary of `vocab_size` tokens. `temperature`
-// 0 is greedy (argmax); `topp` in (0, 1) enables nucleus sampling and 0 or
-// 1 disables it; `seed` seeds the random stream as run.c's `-s` does (run.c
-// replaces 0 by the time; this function uses 0 as given).
+// Creates a sampler for a vocabulary of `vocab_size` tokens. A
+// `temperature` of 0 is greedy (argmax). A `topp` in (0, 1) enables nucleus
+// sampling, and 0 or 1 disables it. `seed` seeds the random stream as
+// run.c's `-s` does, except that run.c replaces 0 by the time and this
+// function uses 0 as given.
 //
 // Returns `SPECDEC_ERR_INVALID_ARGUMENT` for a negative or NaN temperature,
 // a top-p outside [0, 1], or a vocabulary size of 0.
@@ -300,11 +301,11 @@ enum specdec_status specdec_session_new(const struct specdec_model *model,
 // `session` is live.
 enum specdec_status specdec_session_set_threads(struct specdec_session *session, size_t threads);
 
-// Chooses the fp32 matmul kernels of the session's later forward calls:
-// with `fast_math` false (the default) the exact kernels, whose output
-// equals llama2.c's bit for bit; with it true the relaxed ones, which
-// reorder and fuse for speed and round differently. Q8_0 models are not
-// affected.
+// Chooses the fp32 matmul kernels of the session's later forward calls.
+// With `fast_math` false (the default) they are the exact kernels, whose
+// output equals llama2.c's bit for bit. With it true they are the relaxed
+// kernels, which reorder and fuse for speed and so round differently.
+// Q8_0 models are not affected.
 //
 // # Safety
 // `session` is live.

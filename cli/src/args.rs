@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::PathBuf;
 
-/// What the command line asks for.
+/// The action a command line requests.
 #[derive(Debug)]
 pub enum Command {
     /// Print the help text.
@@ -61,7 +61,7 @@ pub struct RunArgs {
     pub fast_math: bool,
 }
 
-/// Where draft tokens come from.
+/// The source of draft tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DraftArg {
     /// A draft checkpoint (`-d`).
@@ -156,7 +156,7 @@ ignored, byte tokens are reassembled into UTF-8 instead of dropping bytes of
 0x80 and above, and a prompt longer than the model's context is an error.
 ";
 
-/// The bytes of an argument. Prompts may be any bytes, as in run.c, which
+/// Returns the bytes of an argument. Prompts may be any bytes, as in run.c, which
 /// the tokenizer encodes with byte fallback.
 fn arg_bytes(arg: &OsStr) -> Vec<u8> {
     #[cfg(unix)]

@@ -968,7 +968,7 @@ const TARGET_FILE: &str = "stories260K.bin";
 const TOKENIZER_FILE: &str = "tok512.bin";
 /// Draft checkpoints with the target's vocabulary.
 const DRAFT_FILES: [&str; 2] = ["tinystories279K.bin", "tinystories279K_q80.bin"];
-/// Longest n-gram that prompt lookup matches.
+/// Maximum n-gram length that prompt lookup matches.
 const LOOKUP_NGRAM: usize = 3;
 /// Draft lengths K of the speculative section.
 const SPEC_KS: [usize; 4] = [1, 2, 4, 8];

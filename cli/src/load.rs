@@ -18,11 +18,11 @@ pub struct MappedFile {
 impl MappedFile {
     /// Memory-maps `path` read-only.
     pub fn open(path: &Path) -> Result<MappedFile, String> {
-        let shown = path.display();
+        let path_text = path.display();
         let metadata = std::fs::metadata(path).map_err(|e| open_error(path, &e))?;
         if metadata.is_dir() {
             return Err(format!(
-                "{shown}: is a directory; pass the path of a checkpoint file"
+                "{path_text}: is a directory; pass the path of a checkpoint file"
             ));
         }
         let mut file = File::open(path).map_err(|e| open_error(path, &e))?;
@@ -30,7 +30,7 @@ impl MappedFile {
             // A pipe or device: read it, into 4-byte aligned memory.
             let mut bytes = Vec::new();
             io::Read::read_to_end(&mut file, &mut bytes)
-                .map_err(|e| format!("{shown}: cannot read: {e}"))?;
+                .map_err(|e| format!("{path_text}: cannot read: {e}"))?;
             let mut buf = AlignedBuf::zeroed(bytes.len());
             buf.as_bytes_mut().copy_from_slice(&bytes);
             return Ok(MappedFile {
@@ -47,8 +47,8 @@ impl MappedFile {
         // SAFETY: the map is read-only and lives as long as every borrow of
         // its bytes. Like every program that maps its input, we rely on no
         // other process truncating or rewriting the file while it is mapped.
-        let map =
-            unsafe { Mmap::map(&file) }.map_err(|e| format!("{shown}: cannot memory-map: {e}"))?;
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| format!("{path_text}: cannot memory-map: {e}"))?;
         Ok(MappedFile {
             map: Some(map),
             read: None,
@@ -110,7 +110,7 @@ impl AlignedBuf {
     /// The buffer as mutable bytes.
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: the Vec<u32> owns at least `len` initialized bytes, u8 has
-        // alignment 1, and the returned slice holds the unique borrow of the
+        // alignment 1, and the returned slice takes the unique borrow of the
         // Vec for its lifetime.
         unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
     }

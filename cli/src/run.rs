@@ -241,7 +241,7 @@ fn read_line<R: BufRead, W: Write>(
 }
 
 /// Llama 2 chat, as run.c's `chat`: user turns come from `-i` and then from
-/// `input`, the assistant answers until it samples EOS, and the run ends after
+/// `input`, the assistant replies until it samples EOS, and the run ends after
 /// `steps` positions or at the end of input.
 ///
 /// Unlike run.c, prompts have no length limit other than the model's

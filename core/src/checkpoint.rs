@@ -396,7 +396,7 @@ impl Config {
         let shared_classifier = params[5] > 0;
         params[5] = params[5].checked_abs().unwrap_or(0);
         // A header with a non-positive size is almost always some other kind
-        // of file, so say that rather than naming one field.
+        // of file, so report that rather than naming one field.
         if params.iter().any(|&p| p <= 0) {
             return Err(CheckpointError::UnknownFormat { magic });
         }
@@ -529,7 +529,7 @@ impl Config {
 /// Byte offsets of every tensor group in a checkpoint, computed from a
 /// [`Config`] with checked 64-bit arithmetic.
 ///
-/// For fp32 formats each range holds `n_layers` (or one) tensors back to back.
+/// For fp32 formats each range contains `n_layers` (or one) tensors back to back.
 /// For v2 each layer's tensor is its int8 values followed by its f32 scales,
 /// so a layer's stride is `n + 4 * n / group_size` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -135,7 +135,7 @@ fn sort_candidates(candidates: &mut [ProbIndex]) {
 /// token reaches the cutoff.
 ///
 /// Tokens below `(1 - topp) / (n - 1)` cannot be part of the set and are
-/// dropped before sorting. `scratch` holds at least `probabilities.len()`
+/// dropped before sorting. `scratch` has at least `probabilities.len()`
 /// entries.
 pub fn topp_nucleus<'s>(
     probabilities: &[f32],

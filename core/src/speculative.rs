@@ -352,7 +352,7 @@ pub fn residual_distribution(p: &mut [f32], q: impl Fn(usize) -> f32) -> f32 {
 /// Runs the accept/reject walk of one round and returns the number of
 /// accepted drafts and the token the target adds after them.
 ///
-/// `rows` holds the target's `drafts.len() + 1` rows of logits from the
+/// `rows` contains the target's `drafts.len() + 1` rows of logits from the
 /// verify pass; rows are turned into distributions in place as the walk
 /// reaches them. The walk stops at the first rejection. At temperature 0 a
 /// draft is accepted when it is the row's argmax, and the argmax is emitted

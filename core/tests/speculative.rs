@@ -171,7 +171,7 @@ fn all_accepted_emits_bonus_from_last_row() {
     );
 }
 
-/// A 4-byte aligned copy of a file.
+/// Copies a file's bytes into 4-byte aligned storage.
 fn aligned(bytes: &[u8]) -> Vec<u32> {
     let mut words = vec![0u32; bytes.len().div_ceil(4)];
     for (word, chunk) in words.iter_mut().zip(bytes.chunks(4)) {
@@ -188,7 +188,7 @@ fn as_bytes(words: &[u32], len: usize) -> &[u8] {
 }
 
 fn as_bytes_mut(words: &mut [u32]) -> &mut [u8] {
-    // SAFETY: u32 storage viewed as bytes; the slice holds the unique borrow.
+    // SAFETY: u32 storage viewed as bytes; the slice takes the unique borrow.
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
 }
 
@@ -196,7 +196,7 @@ fn as_bytes_mut(words: &mut [u32]) -> &mut [u8] {
 const SAMPLE_LEN: usize = 5;
 const ENDED: u32 = u32::MAX;
 
-/// The first tokens of target-only sampling with run.c's sampler.
+/// Samples the first tokens from the target alone, with run.c's sampler.
 fn plain_samples(
     model: &Transformer<'_>,
     temperature: f32,
@@ -228,7 +228,7 @@ fn plain_samples(
     samples
 }
 
-/// The first tokens of speculative decoding with `draft` and K = 4.
+/// Samples the first tokens by speculative decoding with `draft` and K = 4.
 fn speculative_samples(
     target: &Transformer<'_>,
     draft: &Transformer<'_>,

@@ -4,7 +4,7 @@
 //! Conventions, for every function:
 //! - every symbol carries the `specdec_` prefix;
 //! - every pointer argument is checked for NULL, and NULL returns
-//!   `SPECDEC_ERR_NULL_POINTER` unless the function says it is optional;
+//!   `SPECDEC_ERR_NULL_POINTER` unless the function documents it as optional;
 //! - outputs are written only when the function returns `SPECDEC_OK`;
 //! - a byte buffer is always followed by its length;
 //! - no Rust panic crosses the boundary: one is caught and returned as
@@ -87,7 +87,7 @@ pub extern "C" fn specdec_version() -> *const c_char {
 
 /// Returns a static, NUL-terminated English message for a status value.
 /// Unknown values get a message saying so. Takes an `int` rather than the
-/// enum so that any value a C caller holds is safe to pass.
+/// enum so that any value a C caller has is safe to pass.
 #[no_mangle]
 pub extern "C" fn specdec_status_message(status: i32) -> *const c_char {
     let message: &str = match status {
@@ -142,7 +142,7 @@ pub(crate) fn try_vec<T: Clone>(value: T, len: usize) -> Result<Vec<T>, specdec_
 ///
 /// # Safety
 /// `out` is non-NULL and points to writable, aligned storage for a `T`, as
-/// the C contract of every output parameter says.
+/// the C contract of every output parameter requires.
 pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) {
     // SAFETY: guaranteed by the caller, see above.
     unsafe { out.write(value) }

@@ -35,10 +35,11 @@ impl specdec_sampler {
     }
 }
 
-/// Creates a sampler for a vocabulary of `vocab_size` tokens. `temperature`
-/// 0 is greedy (argmax); `topp` in (0, 1) enables nucleus sampling and 0 or
-/// 1 disables it; `seed` seeds the random stream as run.c's `-s` does (run.c
-/// replaces 0 by the time; this function uses 0 as given).
+/// Creates a sampler for a vocabulary of `vocab_size` tokens. A
+/// `temperature` of 0 is greedy (argmax). A `topp` in (0, 1) enables nucleus
+/// sampling, and 0 or 1 disables it. `seed` seeds the random stream as
+/// run.c's `-s` does, except that run.c replaces 0 by the time and this
+/// function uses 0 as given.
 ///
 /// Returns `SPECDEC_ERR_INVALID_ARGUMENT` for a negative or NaN temperature,
 /// a top-p outside [0, 1], or a vocabulary size of 0.

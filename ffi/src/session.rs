@@ -187,11 +187,11 @@ pub unsafe extern "C" fn specdec_session_set_threads(
     })
 }
 
-/// Chooses the fp32 matmul kernels of the session's later forward calls:
-/// with `fast_math` false (the default) the exact kernels, whose output
-/// equals llama2.c's bit for bit; with it true the relaxed ones, which
-/// reorder and fuse for speed and round differently. Q8_0 models are not
-/// affected.
+/// Chooses the fp32 matmul kernels of the session's later forward calls.
+/// With `fast_math` false (the default) they are the exact kernels, whose
+/// output equals llama2.c's bit for bit. With it true they are the relaxed
+/// kernels, which reorder and fuse for speed and so round differently.
+/// Q8_0 models are not affected.
 ///
 /// # Safety
 /// `session` is live.

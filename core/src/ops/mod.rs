@@ -33,7 +33,7 @@ pub mod neon;
 pub mod relaxed;
 pub mod scalar;
 
-/// Which fp32 matmul kernels a forward pass uses.
+/// The kind of fp32 matmul kernel a forward pass uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Math {
     /// run.c's operation order: the same bits as llama2.c. The default.
