@@ -11,9 +11,12 @@ use core::fmt;
 
 use crate::checkpoint::{CheckpointError, Config};
 use crate::math::{cosf, expf, powf, sinf, sqrtf};
-use crate::ops::{matmul, matmul_q8, quantize, relaxed, rmsnorm, rmsnorm_in_place, softmax, Math};
+use crate::ops::{
+    matmul, matmul_q8, matmul_strided, quantize, relaxed, rmsnorm, rmsnorm_in_place, softmax,
+    weighted_sum, Math, Strided,
+};
 use crate::parallel::{Parallel, Serial};
-use crate::state::RunState;
+use crate::state::{attention_rows, RunState};
 use crate::weights::{Matrix, QTensor, Weights};
 
 /// The rows of logits a forward call computes.
@@ -233,27 +236,27 @@ impl<'a> Transformer<'a> {
             }
 
             // Multihead attention for each token over the cache up to its own
-            // position. The result goes into xb.
-            for b in 0..n {
-                let position = pos + b;
-                let heads = AttentionHeads {
-                    q: &s.q[b * dim..(b + 1) * dim],
-                    key_cache: &s.key_cache[loff..loff + p.seq_len * kv_dim],
-                    value_cache: &s.value_cache[loff..loff + p.seq_len * kv_dim],
-                    att: SharedOut::new(s.att),
-                    xb: SharedOut::new(&mut s.xb[b * dim..(b + 1) * dim]),
-                    head_size,
-                    kv_dim,
-                    kv_mul,
-                    seq_len: p.seq_len,
-                    len: position + 1,
-                };
-                let work = p.n_heads * (position + 1) * head_size * 2;
-                if work >= MIN_TASK_WORK && par.threads() > 1 {
-                    par.run(p.n_heads, &|h| heads.run(h));
-                } else {
-                    (0..p.n_heads).for_each(|h| heads.run(h));
-                }
+            // position, one task per head. The result goes into xb.
+            let heads = AttentionHeads {
+                q: &s.q[..n * dim],
+                key_cache: &s.key_cache[loff..loff + p.seq_len * kv_dim],
+                value_cache: &s.value_cache[loff..loff + p.seq_len * kv_dim],
+                att: SharedOut::new(s.att),
+                xb: SharedOut::new(&mut s.xb[..n * dim]),
+                dim,
+                head_size,
+                kv_dim,
+                kv_mul,
+                seq_len: p.seq_len,
+                att_rows: attention_rows(s.max_batch),
+                pos,
+                n,
+            };
+            let work = p.n_heads * n * (pos + n) * head_size * 2;
+            if work >= MIN_TASK_WORK && par.threads() > 1 {
+                par.run(p.n_heads, &|h| heads.run(h));
+            } else {
+                (0..p.n_heads).for_each(|h| heads.run(h));
             }
 
             // Output projection, then the residual connection back into x.
@@ -484,57 +487,73 @@ impl SharedOut {
     }
 }
 
-/// Attention of one token, one task per head.
+/// Attention of the tokens of one forward call, one task per head.
 struct AttentionHeads<'a> {
-    /// The token's queries, (n_heads, head_size).
+    /// The tokens' queries, (n, dim): head h of token b at b * dim + h * head_size.
     q: &'a [f32],
     /// This layer's caches, (seq_len, kv_dim).
     key_cache: &'a [f32],
     value_cache: &'a [f32],
-    /// Scores, (n_heads, seq_len); head h uses row h.
+    /// Scores, (n_heads, att_rows, seq_len); head h uses block h.
     att: SharedOut,
-    /// Output, (n_heads, head_size); head h writes its own part.
+    /// Output, (n, dim), laid out as `q`; each head writes its own parts.
     xb: SharedOut,
+    dim: usize,
     head_size: usize,
     kv_dim: usize,
     kv_mul: usize,
     seq_len: usize,
-    /// Positions attended to: the token's own position plus one.
-    len: usize,
+    /// Tokens whose scores are computed together.
+    att_rows: usize,
+    /// Position of the first token; token b is at pos + b.
+    pos: usize,
+    n: usize,
 }
 
 impl AttentionHeads<'_> {
-    /// Computes head `h`, as run.c's attention loop.
+    /// Computes head `h` for every token, with run.c's attention arithmetic.
     fn run(&self, h: usize) {
-        let head_size = self.head_size;
-        let q = &self.q[h * head_size..(h + 1) * head_size];
-        // SAFETY: head h alone uses att row h and xb part h.
-        let (att, xb) = unsafe {
-            (
-                self.att.slice(h * self.seq_len, self.len),
-                self.xb.slice(h * head_size, head_size),
-            )
-        };
+        let (head_size, seq_len) = (self.head_size, self.seq_len);
         let kv_offset = (h / self.kv_mul) * head_size;
-        for (t, score_out) in att.iter_mut().enumerate() {
-            let k_start = t * self.kv_dim + kv_offset;
-            let k = &self.key_cache[k_start..k_start + head_size];
-            let mut score = 0.0f32;
-            for (&qi, &ki) in q.iter().zip(k) {
-                score += qi * ki;
-            }
-            score /= sqrtf(head_size as f32);
-            *score_out = score;
-        }
-        softmax(att);
+        // SAFETY: head h alone uses att block h.
+        let att = unsafe {
+            self.att
+                .slice(h * self.att_rows * seq_len, self.att_rows * seq_len)
+        };
+        let mut b0 = 0;
+        while b0 < self.n {
+            let b1 = (b0 + self.att_rows).min(self.n);
+            // Scores q_b . k_t, each summed in index order, for tokens b0..b1
+            // and the positions that the last of them attends to. Each key
+            // is read once for all these tokens; earlier tokens ignore the
+            // positions after their own.
+            let queries = Strided {
+                values: &self.q[b0 * self.dim + h * head_size..],
+                rows: b1 - b0,
+                len: head_size,
+                stride: self.dim,
+            };
+            let keys = Strided {
+                values: &self.key_cache[kv_offset..],
+                rows: self.pos + b1,
+                len: head_size,
+                stride: self.kv_dim,
+            };
+            matmul_strided(att, seq_len, queries, keys);
 
-        xb.fill(0.0);
-        for (t, &a) in att.iter().enumerate() {
-            let v_start = t * self.kv_dim + kv_offset;
-            let v = &self.value_cache[v_start..v_start + head_size];
-            for (xi, &vi) in xb.iter_mut().zip(v) {
-                *xi += a * vi;
+            let divisor = sqrtf(head_size as f32);
+            for b in b0..b1 {
+                let scores = &mut att[(b - b0) * seq_len..(b - b0) * seq_len + self.pos + b + 1];
+                for score in scores.iter_mut() {
+                    *score /= divisor;
+                }
+                softmax(scores);
+                // SAFETY: head h alone writes part h of each token's xb.
+                let xb = unsafe { self.xb.slice(b * self.dim + h * head_size, head_size) };
+                // xb = sum over t of scores[t] * v_t, added in order of t.
+                weighted_sum(xb, scores, &self.value_cache[kv_offset..], self.kv_dim);
             }
+            b0 = b1;
         }
     }
 }

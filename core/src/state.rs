@@ -48,6 +48,15 @@ impl fmt::Display for StateError {
     }
 }
 
+/// Tokens whose attention scores one head computes together: each key is
+/// then read once for up to this many queries.
+const ATTENTION_ROWS: usize = 8;
+
+/// Rows of attention scores per head in a state for `max_batch` tokens.
+pub(crate) fn attention_rows(max_batch: usize) -> usize {
+    max_batch.min(ATTENTION_ROWS)
+}
+
 /// Lengths of every region, in elements.
 struct Sizes {
     x: usize,
@@ -73,7 +82,10 @@ impl Sizes {
         Some(Sizes {
             x,
             hb,
-            att: c.n_heads.checked_mul(c.seq_len)?,
+            att: c
+                .n_heads
+                .checked_mul(attention_rows(max_batch))?
+                .checked_mul(c.seq_len)?,
             logits: max_batch.checked_mul(c.vocab_size)?,
             cache: c.n_layers.checked_mul(c.seq_len)?.checked_mul(c.kv_dim())?,
             xq_scales,

@@ -7,7 +7,7 @@
 //! run time:
 //! `cargo test --release -p specdec-core --features std --test kernels -- --ignored --nocapture`.
 
-use specdec_core::ops::{self, scalar};
+use specdec_core::ops::{self, scalar, Strided};
 use specdec_core::weights::QTensor;
 
 /// Sizes for `d` and `n`: below, at and above the vector widths and tile
@@ -222,6 +222,40 @@ fn avx2_matmul_q8_matches_scalar() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vnni_matmul_q8_matches_scalar() {
+    let available = std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("avx512vnni")
+        && std::is_x86_feature_detected!("avx512vl");
+    if !available {
+        // Not a skip of the model tests that CI counts: this CPU cannot run
+        // the kernel at all.
+        println!(
+            "note: this CPU lacks AVX2 or AVX-512 VNNI, so vnni_matmul_q8_matches_scalar checked nothing"
+        );
+        return;
+    }
+    // SAFETY: the CPU has AVX2, AVX-512 VNNI and VL, checked just above.
+    check_matmul_q8(
+        |xout, xq, xs, w, n, d| unsafe { ops::vnni::matmul_q8(xout, xq, xs, w, n, d) },
+        "vnni::matmul_q8",
+    );
+}
+
+/// With the `std` feature, the Q8_0 matmul takes the VNNI kernel exactly when
+/// the CPU has AVX2, AVX-512 VNNI and VL.
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[test]
+fn vnni_detection_matches_std() {
+    assert_eq!(
+        ops::vnni::is_available(),
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+    );
+}
+
 /// With the `std` feature, `ops::matmul` dispatches to AVX2 exactly when the
 /// CPU has it.
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
@@ -331,6 +365,151 @@ fn dispatched_matmul_q8_extreme_products() {
         ops::matmul_q8(&mut actual, &xq, &xs, w.tensor(), n, d);
         let case = format!("w=-128 x={x_value} batch={batch}");
         assert_same_bits(&actual, &expected, &case);
+    }
+}
+
+/// Rows long enough that the VNNI kernel's per-group activation sums for a
+/// batch do not fit its stack table at once (300 groups), or not even for
+/// one batch row (2100 groups), still give the scalar bits.
+#[test]
+fn dispatched_matmul_q8_long_rows() {
+    let mut rng = Rng(0x5eed_0009);
+    let gs = 32;
+    for groups in [300, 2100] {
+        let n = gs * groups;
+        let d = 9;
+        let w = Q8Weights::new(&mut rng, d, n, gs);
+        for batch in [1, 2, 9] {
+            let xq = rng.bytes_i8(batch * n);
+            let xs = rng.values(batch * groups);
+            let mut expected = vec![UNWRITTEN; batch * d];
+            let mut actual = vec![UNWRITTEN; batch * d];
+            scalar::matmul_q8(&mut expected, &xq, &xs, w.tensor(), n, d);
+            ops::matmul_q8(&mut actual, &xq, &xs, w.tensor(), n, d);
+            let case = format!("long rows: groups={groups} batch={batch}");
+            assert_same_bits(&actual, &expected, &case);
+        }
+    }
+}
+
+/// The dispatched strided product (the attention scores) equals the scalar
+/// one for query and key counts around the vector width, row lengths with
+/// and without a remainder of 8, and strides from the row length up.
+#[test]
+fn dispatched_matmul_strided_matches_scalar() {
+    let mut rng = Rng(0x5eed_0006);
+    for d in [0, 1, 7, 8, 9, 17, 33, 300] {
+        for n in [1, 7, 8, 9, 64, 72] {
+            for stride in [n, n + 1, 3 * n + 5] {
+                for (batch, x_stride) in [(1, n), (2, n + 2), (5, 2 * n), (9, n)] {
+                    let w_len = if d == 0 { 0 } else { (d - 1) * stride + n };
+                    let w = rng.values(w_len);
+                    let x = rng.values((batch - 1) * x_stride + n);
+                    let out_stride = d + 3;
+                    let x = Strided {
+                        values: &x,
+                        rows: batch,
+                        len: n,
+                        stride: x_stride,
+                    };
+                    let w = Strided {
+                        values: &w,
+                        rows: d,
+                        len: n,
+                        stride,
+                    };
+                    let mut expected = vec![UNWRITTEN; batch * out_stride];
+                    let mut actual = vec![UNWRITTEN; batch * out_stride];
+                    scalar::matmul_strided(&mut expected, out_stride, x, w);
+                    ops::matmul_strided(&mut actual, out_stride, x, w);
+                    let case = format!(
+                        "matmul_strided d={d} n={n} stride={stride} batch={batch} x_stride={x_stride}"
+                    );
+                    assert_same_bits(&actual, &expected, &case);
+                }
+            }
+        }
+    }
+}
+
+/// The dispatched weighted sum (the attention output) equals the scalar one
+/// for output lengths around multiples of 8 and 32, several row counts, and
+/// strides from the output length up.
+#[test]
+fn dispatched_weighted_sum_matches_scalar() {
+    let mut rng = Rng(0x5eed_0008);
+    for rows in [0, 1, 2, 9, 100] {
+        for n in [1, 7, 8, 9, 31, 32, 33, 64, 72, 100] {
+            for stride in [n, n + 3, 4 * n + 1] {
+                let len = if rows == 0 {
+                    0
+                } else {
+                    (rows - 1) * stride + n
+                };
+                let v = rng.values(len);
+                let a = rng.values(rows);
+                let mut expected = vec![UNWRITTEN; n];
+                let mut actual = vec![UNWRITTEN; n];
+                scalar::weighted_sum(&mut expected, &a, &v, stride);
+                ops::weighted_sum(&mut actual, &a, &v, stride);
+                let case = format!("weighted_sum rows={rows} n={n} stride={stride}");
+                assert_same_bits(&actual, &expected, &case);
+            }
+        }
+    }
+}
+
+/// The dispatched quantization equals the scalar one on random groups, on
+/// values that land exactly on halves, and on zeros, subnormals, infinities
+/// and NaN.
+#[test]
+fn dispatched_quantize_matches_scalar() {
+    let mut rng = Rng(0x5eed_0007);
+    let special = [
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE / 4.0,
+        -f32::MIN_POSITIVE / 3.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        1e30,
+        -1e-30,
+    ];
+    for gs in [1, 3, 8, 16, 24, 32, 64] {
+        for groups in [1, 2, 5] {
+            let len = gs * groups;
+            let mut cases = vec![rng.values(len), vec![0.0; len]];
+            // Multiples of 0.5 up to 127 against a maximum of 127: x / scale
+            // then lands on halves, where rounding direction matters.
+            cases.push(
+                (0..len)
+                    .map(|i| {
+                        if i % gs == 0 {
+                            127.0
+                        } else {
+                            (rng.below(509) as f32 - 254.0) / 2.0
+                        }
+                    })
+                    .collect(),
+            );
+            for &v in &special {
+                let mut x = rng.values(len);
+                x[rng.below(len as u64) as usize] = v;
+                cases.push(x);
+                cases.push(vec![v; len]);
+            }
+            for x in &cases {
+                let mut q_expected = vec![99i8; len];
+                let mut s_expected = vec![UNWRITTEN; groups];
+                let mut q_actual = vec![99i8; len];
+                let mut s_actual = vec![UNWRITTEN; groups];
+                scalar::quantize(&mut q_expected, &mut s_expected, x, gs);
+                ops::quantize(&mut q_actual, &mut s_actual, x, gs);
+                assert_eq!(q_actual, q_expected, "quantize q, gs={gs}, x={x:?}");
+                assert_same_bits(&s_actual, &s_expected, &format!("quantize scales, gs={gs}"));
+            }
+        }
     }
 }
 

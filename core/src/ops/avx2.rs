@@ -1,4 +1,5 @@
-//! AVX2 matmul kernels with the bits of the scalar reference.
+//! AVX2 kernels with the bits of the scalar reference: fp32 and Q8_0
+//! matmuls, the attention products, and activation quantization.
 //!
 //! fp32: a vector contains 8 output rows, never 8 terms of one dot product. The
 //! kernel loads an 8 × 8 tile of `W` (8 rows, 8 consecutive columns),
@@ -17,10 +18,20 @@
 //! widened to i16. The 8 lanes of a float vector hold 8 (output row, batch
 //! row) pairs, and each lane's accumulation `val += (ival * w_scale) *
 //! x_scale` runs over the groups in order, as runq.c.
+//!
+//! Attention: the scores of a head are the fp32 kernel applied to its keys,
+//! one every `kv_dim` values of the cache, with up to 8 queries at once. The
+//! weighted sum of values puts 8 consecutive outputs in a vector, each adding
+//! its products in position order.
+//!
+//! Quantization divides with `vdivps`, which rounds as the scalar division
+//! does, and rounds halves away from zero from the exact fraction
+//! `y - trunc(y)`.
 
 use core::arch::x86_64::*;
 
 use super::scalar;
+use super::Strided;
 use crate::weights::QTensor;
 
 /// Maximum batch rows that one pass over a panel of `W` serves. Larger
@@ -32,12 +43,14 @@ const FP32_TOKENS: usize = 8;
 /// 96 KiB).
 const PANEL_ROWS: usize = 32;
 
-/// How many calls of [`Q8Rows::rows`] ahead the Q8_0 kernel prefetches
-/// weights. Reading 8 rows side by side in 64-byte steps defeats the
-/// hardware prefetcher: for d = 32000, n = 768, batch 1 the kernel took
-/// 3.6 to 4.4 ms without this and 1.9 to 3.2 ms with it, on a shared AMD EPYC
-/// virtual machine whose timings vary by about 30 %.
-const Q8_PREFETCH_CALLS: usize = 2;
+/// How many calls of [`Q8Rows::rows`] ahead the Q8_0 kernels prefetch
+/// weights, into L2 (`_MM_HINT_T2`). Reading 8 rows side by side in 64-byte
+/// steps defeats the hardware prefetcher. On the AMD EPYC virtual machine of
+/// docs/BENCHMARKS.md, the VNNI kernel read the 110M shape's matrices at
+/// batch 1 at 9.2 GB/s with prefetches into L1 (`_MM_HINT_T0`). With
+/// prefetches into L2 it read 16 to 20 GB/s at 1 to 6 calls ahead, and the
+/// most at 2.
+pub(super) const Q8_PREFETCH_CALLS: usize = 2;
 
 /// Returns whether this CPU has AVX2, so that [`matmul`] and [`matmul_q8`]
 /// may be called.
@@ -48,22 +61,8 @@ const Q8_PREFETCH_CALLS: usize = 2;
 pub fn is_available() -> bool {
     #[cfg(feature = "std")]
     {
-        use core::sync::atomic::{AtomicU8, Ordering};
-
-        const UNKNOWN: u8 = 0;
-        const ABSENT: u8 = 1;
-        const PRESENT: u8 = 2;
-        static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
-
-        match STATE.load(Ordering::Relaxed) {
-            PRESENT => true,
-            ABSENT => false,
-            _ => {
-                let found = std::is_x86_feature_detected!("avx2");
-                STATE.store(if found { PRESENT } else { ABSENT }, Ordering::Relaxed);
-                found
-            }
-        }
+        static DETECTED: super::Detected = super::Detected::new();
+        DETECTED.get(|| std::is_x86_feature_detected!("avx2"))
     }
     #[cfg(not(feature = "std"))]
     {
@@ -85,6 +84,213 @@ pub fn is_available() -> bool {
 pub unsafe fn matmul(xout: &mut [f32], x: &[f32], w: &[f32], n: usize, d: usize) {
     // SAFETY: the caller guarantees that the CPU has AVX2.
     unsafe { matmul_avx2(xout, x, w, n, d) }
+}
+
+/// Computes [`scalar::matmul_strided`]'s result, bit for bit, with AVX2.
+///
+/// # Safety
+///
+/// The CPU must have AVX2, as [`is_available`] or
+/// `std::is_x86_feature_detected!("avx2")` reports.
+///
+/// # Panics
+///
+/// Panics if a stride is below `n` or a slice is shorter than its rows.
+pub unsafe fn matmul_strided(xout: &mut [f32], out_stride: usize, x: Strided<'_>, w: Strided<'_>) {
+    // SAFETY: the caller guarantees that the CPU has AVX2.
+    unsafe { matmul_strided_avx2(xout, out_stride, x, w) }
+}
+
+#[target_feature(enable = "avx2")]
+fn matmul_strided_avx2(xout: &mut [f32], out_stride: usize, x: Strided<'_>, w: Strided<'_>) {
+    let (n, batch, d) = (x.len, x.rows, w.rows);
+    assert_eq!(w.len, n, "matmul_strided: x and W rows differ in length");
+    assert!(
+        x.is_valid() && w.is_valid(),
+        "matmul_strided: a stride is below the row length or a slice is too short"
+    );
+    if batch == 0 || d == 0 {
+        return;
+    }
+    assert!(
+        out_stride >= d && xout.len() >= (batch - 1) * out_stride + d,
+        "matmul_strided: xout is shorter than its rows"
+    );
+    let op = Operands {
+        x: x.values,
+        x_stride: x.stride,
+        w: w.values,
+        w_stride: w.stride,
+        n,
+        out_stride,
+    };
+    let full_rows = d - d % 8;
+    let mut t0 = 0;
+    while t0 < batch {
+        let count = balanced_pass(batch - t0, FP32_TOKENS);
+        for i in (0..full_rows).step_by(8) {
+            op.rows_pass(count, xout, i, t0);
+        }
+        t0 += count;
+    }
+    for b in 0..batch {
+        let x_row = x.row(b);
+        for i in full_rows..d {
+            xout[b * out_stride + i] = scalar::continue_dot(0.0, w.row(i), x_row);
+        }
+    }
+}
+
+/// Computes [`scalar::weighted_sum`]'s result, bit for bit, with AVX2.
+///
+/// # Safety
+///
+/// The CPU must have AVX2, as [`is_available`] or
+/// `std::is_x86_feature_detected!("avx2")` reports.
+///
+/// # Panics
+///
+/// Panics if `stride < xout.len()` or `v` is shorter than
+/// `(a.len() - 1) * stride + xout.len()`.
+pub unsafe fn weighted_sum(xout: &mut [f32], a: &[f32], v: &[f32], stride: usize) {
+    // SAFETY: the caller guarantees that the CPU has AVX2.
+    unsafe { weighted_sum_avx2(xout, a, v, stride) }
+}
+
+#[target_feature(enable = "avx2")]
+fn weighted_sum_avx2(xout: &mut [f32], a: &[f32], v: &[f32], stride: usize) {
+    let n = xout.len();
+    assert!(stride >= n, "weighted_sum: stride is below the row length");
+    if a.is_empty() {
+        xout.fill(0.0);
+        return;
+    }
+    assert!(
+        v.len() >= (a.len() - 1) * stride + n,
+        "weighted_sum: V is shorter than its rows"
+    );
+    // Lanes are 8 consecutive output values, and each adds its products
+    // in row order from 0.0, as the scalar loop. Blocks of 32 values keep 4
+    // independent chains in flight.
+    let mut i = 0;
+    while i + 32 <= n {
+        weighted_columns::<4>(&mut xout[i..i + 32], a, &v[i..], stride);
+        i += 32;
+    }
+    while i + 8 <= n {
+        weighted_columns::<1>(&mut xout[i..i + 8], a, &v[i..], stride);
+        i += 8;
+    }
+    if i < n {
+        scalar::weighted_sum(&mut xout[i..], a, &v[i..], stride);
+    }
+}
+
+/// Writes `xout[c] = sum over t of a[t] * v[t * stride + c]` for the
+/// `8 * B` values of `xout`, adding in order of `t` from 0.0.
+#[target_feature(enable = "avx2")]
+fn weighted_columns<const B: usize>(xout: &mut [f32], a: &[f32], v: &[f32], stride: usize) {
+    assert_eq!(xout.len(), 8 * B);
+    let mut acc = [_mm256_setzero_ps(); B];
+    for (t, &weight) in a.iter().enumerate() {
+        let row = &v[t * stride..t * stride + 8 * B];
+        let weight = _mm256_set1_ps(weight);
+        for (b, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `row` has 8 * B values, and loadu needs no alignment.
+            let values = unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * b)) };
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(weight, values));
+        }
+    }
+    for (b, acc) in acc.iter().enumerate() {
+        // SAFETY: xout has 8 * B values, and storeu needs no alignment.
+        unsafe { _mm256_storeu_ps(xout.as_mut_ptr().add(8 * b), *acc) };
+    }
+}
+
+/// Computes [`scalar::quantize`]'s result, bit for bit, with AVX2.
+///
+/// Group sizes that are not a multiple of 8 run the scalar kernel.
+///
+/// # Safety
+///
+/// The CPU must have AVX2, as [`is_available`] or
+/// `std::is_x86_feature_detected!("avx2")` reports.
+pub unsafe fn quantize(q: &mut [i8], s: &mut [f32], x: &[f32], group_size: usize) {
+    if !group_size.is_multiple_of(8) {
+        scalar::quantize(q, s, x, group_size);
+        return;
+    }
+    // SAFETY: the caller guarantees that the CPU has AVX2.
+    unsafe { quantize_avx2(q, s, x, group_size) }
+}
+
+#[target_feature(enable = "avx2")]
+fn quantize_avx2(q: &mut [i8], s: &mut [f32], x: &[f32], group_size: usize) {
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    for ((xg, qg), scale_out) in x
+        .chunks_exact(group_size)
+        .zip(q.chunks_exact_mut(group_size))
+        .zip(s)
+    {
+        // max |x|: `_mm256_max_ps(a, m)` is `a > m ? a : m`, the scalar
+        // comparison, so a NaN never enters `m`. The maximum of the lanes
+        // does not depend on the order.
+        let mut m = _mm256_setzero_ps();
+        for chunk in xg.chunks_exact(8) {
+            // SAFETY: `chunk` is 8 readable f32, and loadu needs no alignment.
+            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            m = _mm256_max_ps(_mm256_and_ps(v, abs_mask), m);
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is 8 writable f32, and storeu needs no alignment.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+        let wmax = lanes
+            .iter()
+            .fold(0.0f32, |wmax, &a| if a > wmax { a } else { wmax });
+        let scale = wmax / 127.0;
+        *scale_out = scale;
+        if scale == 0.0 {
+            qg.fill(0);
+            continue;
+        }
+        let scale_v = _mm256_set1_ps(scale);
+        for (qc, chunk) in qg.chunks_exact_mut(8).zip(xg.chunks_exact(8)) {
+            // SAFETY: `chunk` is 8 readable f32, and loadu needs no alignment.
+            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            let bytes = quantize8(_mm256_div_ps(v, scale_v));
+            // SAFETY: `qc` is 8 writable bytes, and storel needs no alignment.
+            unsafe { _mm_storel_epi64(qc.as_mut_ptr().cast(), bytes) };
+        }
+    }
+}
+
+/// Returns `roundf(y) as i8` for the 8 lanes of `y` in the low 8 bytes:
+/// halves round away from zero, values beyond the i8 range saturate, and
+/// NaN becomes 0, as Rust's float-to-int cast.
+#[target_feature(enable = "avx2")]
+fn quantize8(y: __m256) -> __m128i {
+    // y - trunc(y) is exact, so comparing its magnitude with 0.5 decides the
+    // rounding exactly. Adding ±1 to an integer below 2^24 is exact too.
+    let truncated = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let fraction = _mm256_and_ps(_mm256_sub_ps(y, truncated), abs_mask);
+    let round_up = _mm256_cmp_ps::<_CMP_GE_OQ>(fraction, _mm256_set1_ps(0.5));
+    let one = _mm256_or_ps(_mm256_and_ps(y, _mm256_set1_ps(-0.0)), _mm256_set1_ps(1.0));
+    let rounded = _mm256_add_ps(truncated, _mm256_and_ps(round_up, one));
+    // NaN to 0, then clamp to the i8 range; both comparisons are ordered.
+    let ordered = _mm256_cmp_ps::<_CMP_ORD_Q>(y, y);
+    let rounded = _mm256_and_ps(rounded, ordered);
+    let clamped = _mm256_min_ps(
+        _mm256_max_ps(rounded, _mm256_set1_ps(-128.0)),
+        _mm256_set1_ps(127.0),
+    );
+    let ints = _mm256_cvtps_epi32(clamped);
+    // Narrow i32 -> i16 -> i8 within each 128-bit half, where nothing
+    // saturates any more, then bring the two halves' 4 bytes together.
+    let words = _mm256_packs_epi32(ints, ints);
+    let bytes = _mm256_packs_epi16(words, words);
+    let joined = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+    _mm256_castsi256_si128(joined)
 }
 
 /// Computes [`scalar::matmul_q8`]'s result, bit for bit, with AVX2.
@@ -119,7 +325,7 @@ pub unsafe fn matmul_q8(
 /// Returns how many of the `remaining` batch rows the next pass serves, at
 /// most `max`, splitting the batch into as few and as equal passes as
 /// possible (9 rows with `max` 4 take passes of 3, 3 and 3).
-fn balanced_pass(remaining: usize, max: usize) -> usize {
+pub(super) fn balanced_pass(remaining: usize, max: usize) -> usize {
     let passes = remaining.div_ceil(max);
     remaining.div_ceil(passes)
 }
@@ -134,28 +340,22 @@ fn matmul_avx2(xout: &mut [f32], x: &[f32], w: &[f32], n: usize, d: usize) {
         "matmul: xout is shorter than batch * d"
     );
 
+    let op = Operands {
+        x,
+        x_stride: n,
+        w,
+        w_stride: n,
+        n,
+        out_stride: d,
+    };
     let full_rows = d - d % 8;
     for panel in (0..full_rows).step_by(PANEL_ROWS) {
         let panel_end = (panel + PANEL_ROWS).min(full_rows);
         let mut t0 = 0;
         while t0 < batch {
             let count = balanced_pass(batch - t0, FP32_TOKENS);
-            let x_rows = &x[t0 * n..(t0 + count) * n];
-            // Each accumulator is one chain of dependent adds, so a pass
-            // with few batch rows takes two 8-row blocks at once to keep
-            // more chains in flight. Four blocks were slower for a W that
-            // streams from memory, measured on an AMD EPYC virtual machine.
-            let blocks = if count <= 3 { 2 } else { 1 };
-            let mut i = panel;
-            while i + 8 * blocks <= panel_end {
-                let w_rows = &w[i * n..(i + 8 * blocks) * n];
-                rows_pass(blocks, count, xout, x_rows, w_rows, n, d, i, t0);
-                i += 8 * blocks;
-            }
-            while i < panel_end {
-                let w_rows = &w[i * n..(i + 8) * n];
-                rows_pass(1, count, xout, x_rows, w_rows, n, d, i, t0);
-                i += 8;
+            for i in (panel..panel_end).step_by(8) {
+                op.rows_pass(count, xout, i, t0);
             }
             t0 += count;
         }
@@ -170,99 +370,100 @@ fn matmul_avx2(xout: &mut [f32], x: &[f32], w: &[f32], n: usize, d: usize) {
     }
 }
 
-/// Calls [`rows`] with `blocks` 8-row blocks and `count` batch rows as
-/// constants. [`matmul_avx2`] passes only the combinations listed here.
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn rows_pass(
-    blocks: usize,
-    count: usize,
-    xout: &mut [f32],
-    x_rows: &[f32],
-    w_rows: &[f32],
+/// The operands of [`rows`]: `x` holds batch rows of `n` values, one every
+/// `x_stride` values, and `w` holds rows of `W`, one every `w_stride`
+/// values. Output row `i` of batch row `b` goes to `xout[b * out_stride + i]`.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    x: &'a [f32],
+    x_stride: usize,
+    w: &'a [f32],
+    w_stride: usize,
     n: usize,
-    d: usize,
-    i: usize,
-    t0: usize,
-) {
-    match (blocks, count) {
-        (2, 1) => rows::<2, 1>(xout, x_rows, w_rows, n, d, i, t0),
-        (2, 2) => rows::<2, 2>(xout, x_rows, w_rows, n, d, i, t0),
-        (2, 3) => rows::<2, 3>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 1) => rows::<1, 1>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 2) => rows::<1, 2>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 3) => rows::<1, 3>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 4) => rows::<1, 4>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 5) => rows::<1, 5>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 6) => rows::<1, 6>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 7) => rows::<1, 7>(xout, x_rows, w_rows, n, d, i, t0),
-        (1, 8) => rows::<1, 8>(xout, x_rows, w_rows, n, d, i, t0),
-        _ => unreachable!("no fp32 AVX2 kernel for {blocks} blocks of {count} batch rows"),
+    out_stride: usize,
+}
+
+impl Operands<'_> {
+    /// Calls [`rows`] with `count` batch rows as a constant.
+    #[target_feature(enable = "avx2")]
+    fn rows_pass(self, count: usize, xout: &mut [f32], i: usize, t0: usize) {
+        match count {
+            1 => rows::<1>(self, xout, i, t0),
+            2 => rows::<2>(self, xout, i, t0),
+            3 => rows::<3>(self, xout, i, t0),
+            4 => rows::<4>(self, xout, i, t0),
+            5 => rows::<5>(self, xout, i, t0),
+            6 => rows::<6>(self, xout, i, t0),
+            7 => rows::<7>(self, xout, i, t0),
+            8 => rows::<8>(self, xout, i, t0),
+            _ => unreachable!("no fp32 AVX2 kernel for {count} batch rows"),
+        }
     }
 }
 
-/// Writes output rows `i..i + 8 * R` for the `T` batch rows in `x_rows`, the
-/// first of which is batch row `t0`. `w_rows` is rows `i..i + 8 * R` of `W`.
+/// Writes output rows `i..i + 8` for batch rows `t0..t0 + T`.
 #[target_feature(enable = "avx2")]
-fn rows<const R: usize, const T: usize>(
-    xout: &mut [f32],
-    x_rows: &[f32],
-    w_rows: &[f32],
-    n: usize,
-    d: usize,
-    i: usize,
-    t0: usize,
-) {
-    assert_eq!(w_rows.len(), 8 * R * n);
-    assert_eq!(x_rows.len(), T * n);
+fn rows<const T: usize>(op: Operands<'_>, xout: &mut [f32], i: usize, t0: usize) {
+    let Operands {
+        x,
+        x_stride,
+        w,
+        w_stride,
+        n,
+        out_stride,
+    } = op;
+    assert!(x_stride >= n && w_stride >= n);
+    assert!(x.len() >= (t0 + T - 1) * x_stride + n);
+    assert!(w.len() >= (i + 7) * w_stride + n);
+    let x_rows = &x[t0 * x_stride..];
+    let w_rows = &w[i * w_stride..];
 
-    // acc[r][t] is output rows i + 8r..i + 8r + 8 of batch row t0 + t.
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    // acc[t] is output rows i..i + 8 of batch row t0 + t. It is one chain of
+    // dependent adds, but 8 rows at a time still leave the kernel waiting
+    // on memory rather than on those adds: blocks of 16 rows with two chains
+    // were slower, because more rows read side by side make more streams
+    // for the prefetcher to follow.
+    let mut acc = [_mm256_setzero_ps(); T];
     let x_ptr = x_rows.as_ptr();
+    let w_ptr = w_rows.as_ptr();
     let mut j = 0;
     while j + 8 <= n {
-        // Prefetching the next block's rows, one 64-byte line at a time,
-        // made passes of 4 or more batch rows about 1.5 times faster when W
-        // streams from memory (d = 32000, n = 768), but slowed two-block
-        // passes, so they skip it.
+        // Every 64 bytes of a row, prefetch the same line of each of the
+        // next 8 rows into L2. The hint matters: prefetching into L1
+        // (`_MM_HINT_T0`) held back the misses that L2 could keep in flight.
         // The pointer may pass the end of W (wrapping_add permits that), and
         // a prefetch never faults.
-        if R == 1 && j % 16 == 0 {
+        if j % 16 == 0 {
             for r in 8..16 {
-                let line = w_rows.as_ptr().wrapping_add(r * n + j);
-                _mm_prefetch::<_MM_HINT_T0>(line.cast());
+                let line = w_ptr.wrapping_add(r * w_stride + j);
+                _mm_prefetch::<_MM_HINT_T2>(line.cast());
             }
         }
-        for (r, block_acc) in acc.iter_mut().enumerate() {
-            // SAFETY: j + 8 <= n, and w_rows contains 8 * R rows of n
-            // values, of which this tile reads rows 8r..8r + 8.
-            let columns = unsafe { load_transposed(w_rows.as_ptr().add(8 * r * n + j), n) };
-            for (k, column) in columns.iter().enumerate() {
-                for (t, a) in block_acc.iter_mut().enumerate() {
-                    // SAFETY: t < T and j + k < n, so the index is below
-                    // T * n == x_rows.len().
-                    let xv = _mm256_set1_ps(unsafe { *x_ptr.add(t * n + j + k) });
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(*column, xv));
-                }
+        // SAFETY: j + 8 <= n, and w_rows holds 8 rows of n values at
+        // stride w_stride (asserted above).
+        let columns = unsafe { load_transposed(w_ptr.add(j), w_stride) };
+        for (k, column) in columns.iter().enumerate() {
+            for (t, a) in acc.iter_mut().enumerate() {
+                // SAFETY: t < T and j + k < n, so the index is inside batch
+                // row t of x_rows (asserted above).
+                let xv = _mm256_set1_ps(unsafe { *x_ptr.add(t * x_stride + j + k) });
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(*column, xv));
             }
         }
         j += 8;
     }
 
-    for (r, block_acc) in acc.iter().enumerate() {
-        for (t, a) in block_acc.iter().enumerate() {
-            let start = (t0 + t) * d + i + 8 * r;
-            let out: &mut [f32; 8] = (&mut xout[start..start + 8]).try_into().unwrap();
-            // SAFETY: `out` is 8 writable f32, and storeu needs no alignment.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), *a) };
-            if j < n {
-                // n % 8 columns remain: each lane continues its sum in order.
-                let x_row = &x_rows[t * n + j..(t + 1) * n];
-                for (lane, val) in out.iter_mut().enumerate() {
-                    let row = 8 * r + lane;
-                    let w_row = &w_rows[row * n + j..(row + 1) * n];
-                    *val = scalar::continue_dot(*val, w_row, x_row);
-                }
+    for (t, a) in acc.iter().enumerate() {
+        let start = (t0 + t) * out_stride + i;
+        let out: &mut [f32; 8] = (&mut xout[start..start + 8]).try_into().unwrap();
+        // SAFETY: `out` is 8 writable f32, and storeu needs no alignment.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), *a) };
+        if j < n {
+            // n % 8 columns remain: each lane continues its sum in order.
+            let x_row = &x_rows[t * x_stride + j..t * x_stride + n];
+            for (row, val) in out.iter_mut().enumerate() {
+                let w_row = &w_rows[row * w_stride + j..row * w_stride + n];
+                *val = scalar::continue_dot(*val, w_row, x_row);
             }
         }
     }
@@ -275,7 +476,7 @@ fn rows<const R: usize, const T: usize>(
 ///
 /// `p.add(r * stride + c)` must be readable for every `r < 8` and `c < 8`.
 #[target_feature(enable = "avx2")]
-unsafe fn load_transposed(p: *const f32, stride: usize) -> [__m256; 8] {
+pub(super) unsafe fn load_transposed(p: *const f32, stride: usize) -> [__m256; 8] {
     // Row r's 4-column halves go to 128-bit lane 0 for r < 4 and lane 1 for
     // r >= 4, so only in-lane shuffles are needed afterwards.
     // SAFETY: each call reads rows r and r + 4 < 8 at columns c..c + 4 <= 8,
@@ -342,22 +543,7 @@ fn matmul_q8_avx2(xout: &mut [f32], xq: &[i8], xs: &[f32], w: QTensor<'_>, n: us
         gs.is_multiple_of(8),
         "matmul_q8: the AVX2 kernel needs groups of 8k"
     );
-    assert!(
-        w.q.len() >= d * n,
-        "matmul_q8: W has fewer than d * n values"
-    );
-    assert!(
-        w.scales.len() >= 4 * d * groups,
-        "matmul_q8: W has fewer than d * n / group_size scales"
-    );
-    assert!(
-        xs.len() >= batch * groups,
-        "matmul_q8: xs has fewer than batch * n / group_size scales"
-    );
-    assert!(
-        xout.len() >= batch * d,
-        "matmul_q8: xout is shorter than batch * d"
-    );
+    assert_q8_shapes(xout, xq, xs, w, n, d);
 
     let q8 = Q8Rows { w, n, d, groups };
     // Activations from `ops::quantize` lie in [-127, 127], so batches of 2 or
@@ -395,6 +581,36 @@ fn matmul_q8_avx2(xout: &mut [f32], xq: &[i8], xs: &[f32], w: QTensor<'_>, n: us
             t0 += count;
         }
     }
+}
+
+/// Panics unless `w`, `xs` and `xout` are long enough for a Q8_0 matmul of
+/// `batch = xq.len() / n` rows against the `(d, n)` matrix `w`.
+pub(super) fn assert_q8_shapes(
+    xout: &[f32],
+    xq: &[i8],
+    xs: &[f32],
+    w: QTensor<'_>,
+    n: usize,
+    d: usize,
+) {
+    let groups = n / w.group_size;
+    let batch = xq.len() / n;
+    assert!(
+        w.q.len() >= d * n,
+        "matmul_q8: W has fewer than d * n values"
+    );
+    assert!(
+        w.scales.len() >= 4 * d * groups,
+        "matmul_q8: W has fewer than d * n / group_size scales"
+    );
+    assert!(
+        xs.len() >= batch * groups,
+        "matmul_q8: xs has fewer than batch * n / group_size scales"
+    );
+    assert!(
+        xout.len() >= batch * d,
+        "matmul_q8: xout is shorter than batch * d"
+    );
 }
 
 /// Returns the largest power of two not above `v`, which is at least 1.
@@ -504,7 +720,7 @@ impl Q8Rows<'_> {
                     // The pointer may pass the end of W (wrapping_add
                     // permits that), and a prefetch never faults.
                     let line = w_ptr.wrapping_add((Q8_PREFETCH_CALLS * R + r) * n + prefetched);
-                    _mm_prefetch::<_MM_HINT_T0>(line);
+                    _mm_prefetch::<_MM_HINT_T2>(line);
                 }
                 prefetched += 64;
             }

@@ -4,6 +4,8 @@
 //! [`super::matmul`] and [`super::matmul_q8`] fall back to them where no
 //! faster kernel applies.
 
+use super::Strided;
+use crate::math::roundf;
 use crate::weights::QTensor;
 
 /// Computes `xout[b] = W x[b]` for every row `b` of the batch, where `W` is
@@ -22,6 +24,44 @@ pub fn matmul(xout: &mut [f32], x: &[f32], w: &[f32], n: usize, d: usize) {
                 val += wv * xv;
             }
             xout[b * d + i] = val;
+        }
+    }
+}
+
+/// Computes `xout[b * out_stride + i] = dot(w.row(i), x.row(b))` for every
+/// row `b` of `x` and row `i` of `w`, each a sum in index order: the
+/// attention scores of several queries of one head against its keys in the
+/// KV cache, for example.
+///
+/// The caller guarantees valid operands ([`Strided::is_valid`]), rows of the
+/// same length, and `out_stride >= w.rows` with room in `xout` for every
+/// output row.
+pub fn matmul_strided(xout: &mut [f32], out_stride: usize, x: Strided<'_>, w: Strided<'_>) {
+    for b in 0..x.rows {
+        let x_row = x.row(b);
+        for i in 0..w.rows {
+            let mut val = 0.0f32;
+            for (&wv, &xv) in w.row(i).iter().zip(x_row) {
+                val += wv * xv;
+            }
+            xout[b * out_stride + i] = val;
+        }
+    }
+}
+
+/// Computes `xout[c] = sum over t of a[t] * v[t * stride + c]` for every
+/// `c < xout.len()`, adding in order of `t` from 0.0: run.c's weighted sum
+/// of the values of one attention head, one position every `stride` values.
+///
+/// The caller guarantees `stride >= xout.len()` and, unless `a` is empty,
+/// `v.len() >= (a.len() - 1) * stride + xout.len()`.
+pub fn weighted_sum(xout: &mut [f32], a: &[f32], v: &[f32], stride: usize) {
+    let n = xout.len();
+    xout.fill(0.0);
+    for (t, &weight) in a.iter().enumerate() {
+        let row = &v[t * stride..t * stride + n];
+        for (out, &value) in xout.iter_mut().zip(row) {
+            *out += weight * value;
         }
     }
 }
@@ -72,6 +112,37 @@ pub fn matmul_q8(xout: &mut [f32], xq: &[i8], xs: &[f32], w: QTensor<'_>, n: usi
                 val += (ival as f32 * w.scale(i * groups + g)) * x_scale;
             }
             xout[b * d + i] = val;
+        }
+    }
+}
+
+/// Quantizes each group of `group_size` values of `x` to int8 with one scale,
+/// as runq.c: `scale = max|x| / 127`, `q = round(x / scale)`, where round
+/// takes halves away from zero and the cast saturates (NaN becomes 0).
+///
+/// A group of zeros gets scale 0 and q 0 (runq.c divides by zero there).
+/// `q.len() == x.len()` and `s.len() == x.len() / group_size`.
+pub fn quantize(q: &mut [i8], s: &mut [f32], x: &[f32], group_size: usize) {
+    for ((xg, qg), scale_out) in x
+        .chunks_exact(group_size)
+        .zip(q.chunks_exact_mut(group_size))
+        .zip(s)
+    {
+        let mut wmax = 0.0f32;
+        for &v in xg {
+            let a = v.abs();
+            if a > wmax {
+                wmax = a;
+            }
+        }
+        let scale = wmax / 127.0;
+        *scale_out = scale;
+        for (qv, &v) in qg.iter_mut().zip(xg) {
+            *qv = if scale == 0.0 {
+                0
+            } else {
+                roundf(v / scale) as i8
+            };
         }
     }
 }
