@@ -38,9 +38,10 @@ pub use pool::ThreadPool;
 
 #[cfg(feature = "std")]
 mod pool {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
     use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
     use std::vec::Vec;
 
     use super::Parallel;
@@ -82,7 +83,17 @@ mod pool {
     struct Shared {
         state: Mutex<State>,
         wake: Condvar,
+        /// A copy of `State::generation` that idle workers poll without the
+        /// lock before they sleep on `wake`.
+        published: AtomicU64,
     }
+
+    /// How long an idle worker polls for the next job before it sleeps.
+    /// A forward pass starts a job per matmul, a few microseconds apart. A
+    /// wake-up through the condition variable took about as long as a whole
+    /// Q8_0 matmul of the 110M shape, so 2 threads decoded Q8_0 no faster
+    /// than 1 (1.05x; 1.24x to 1.33x with polling).
+    const SPIN: Duration = Duration::from_micros(200);
 
     struct State {
         generation: u64,
@@ -110,6 +121,7 @@ mod pool {
                     shutdown: false,
                 }),
                 wake: Condvar::new(),
+                published: AtomicU64::new(0),
             });
             let mut workers = Vec::new();
             for i in 1..threads {
@@ -130,6 +142,10 @@ mod pool {
     fn worker(shared: &Shared) {
         let mut seen = 0u64;
         loop {
+            let idle = Instant::now();
+            while shared.published.load(Ordering::Acquire) == seen && idle.elapsed() < SPIN {
+                std::hint::spin_loop();
+            }
             let job = {
                 let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 while state.generation == seen && !state.shutdown {
@@ -174,6 +190,9 @@ mod pool {
                 let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.generation += 1;
                 state.job = Some(Arc::clone(&job));
+                self.shared
+                    .published
+                    .store(state.generation, Ordering::Release);
             }
             self.shared.wake.notify_all();
             job.work();
@@ -191,6 +210,8 @@ mod pool {
             {
                 let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.shutdown = true;
+                // A worker that is polling checks `shutdown` once it stops.
+                self.shared.published.store(u64::MAX, Ordering::Release);
             }
             self.shared.wake.notify_all();
             for handle in self.workers.drain(..) {
