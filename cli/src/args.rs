@@ -112,6 +112,7 @@ impl fmt::Display for UsageError {
 pub const HELP: &str = "\
 Usage: specdec MODEL [options]
        specdec gen OUTPUT [options]      (write a synthetic checkpoint; see specdec gen --help)
+       specdec bench [options]           (time the engine; see specdec bench --help)
 
 Runs a llama2.c checkpoint (legacy v0, v1, or Q8_0 v2) and prints the generated
 text to stdout, as llama2.c's run.c does. Statistics go to stderr.
