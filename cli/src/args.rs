@@ -6,6 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::num::IntErrorKind;
 use std::path::PathBuf;
 
 /// The action a command line requests.
@@ -237,9 +238,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
         let flag_lossy = rest[i].to_string_lossy();
         let flag: &str = &flag_lossy;
         if !SWITCHES.contains(&flag) && !OPTIONS.contains(&flag) {
-            return Err(UsageError(format!(
-                "unknown option '{flag}'; see specdec --help for the options"
-            )));
+            return Err(unknown_option(flag));
         }
         if SWITCHES.contains(&flag) {
             if flag == "--adaptive-k" {
@@ -279,17 +278,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
                 run.topp = p;
             }
             "-s" => run.seed = parse_seed(value)?,
-            "-n" => {
-                let n: i64 = value.trim().parse().map_err(|_| {
-                    UsageError(format!("invalid step count '{value}' for -n; use a whole number, 0 for the model's seq_len"))
-                })?;
-                if n < 0 {
-                    return Err(UsageError(format!(
-                        "invalid step count '{value}' for -n; use 0 (the model's seq_len) or a positive number"
-                    )));
-                }
-                run.steps = usize::try_from(n).unwrap_or(usize::MAX);
-            }
+            "-n" => run.steps = parse_steps(value)?,
             "-i" => run.prompt = Some(arg_bytes(raw_value)),
             "-z" => {
                 run.tokenizer = PathBuf::from(raw_value);
@@ -346,11 +335,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
                     }
                 }
             }
-            _ => {
-                return Err(UsageError(format!(
-                    "unknown option '{flag}'; see specdec --help for the options"
-                )));
-            }
+            _ => return Err(unknown_option(flag)),
         }
         i += 2;
     }
@@ -378,6 +363,50 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
         }
     }
     Ok(Command::Run(run))
+}
+
+/// Returns the error for a command-line word that is not an option, with a
+/// hint for the two usual causes: a stray argument and `--option=value`.
+fn unknown_option(flag: &str) -> UsageError {
+    if !flag.starts_with('-') {
+        return UsageError(format!(
+            "unexpected argument '{flag}'; MODEL comes first and every other value follows its \
+             option, as in -n 256 (see specdec --help)"
+        ));
+    }
+    if let Some((name, value)) = flag.split_once('=') {
+        if SWITCHES.contains(&name) || OPTIONS.contains(&name) {
+            return UsageError(format!(
+                "unknown option '{flag}'; give the value as a separate argument: {name} {value}"
+            ));
+        }
+    }
+    UsageError(format!(
+        "unknown option '{flag}'; see specdec --help for the options"
+    ))
+}
+
+/// Parses `-n`. A count beyond the model's seq_len means seq_len, so a
+/// count too large for any integer type means that too.
+fn parse_steps(value: &str) -> Result<usize, UsageError> {
+    let v = value.trim();
+    if let Ok(n) = v.parse::<usize>() {
+        return Ok(n);
+    }
+    let digits = v.strip_prefix('+').unwrap_or(v);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(usize::MAX);
+    }
+    if v.parse::<i64>().is_ok()
+        || (v.starts_with('-') && v[1..].bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(UsageError(format!(
+            "invalid step count '{value}' for -n; use 0 (the model's seq_len) or a positive number"
+        )));
+    }
+    Err(UsageError(format!(
+        "invalid step count '{value}' for -n; use a whole number, 0 for the model's seq_len"
+    )))
 }
 
 /// Parses a whole number in `min..=max`.
@@ -417,6 +446,18 @@ fn parse_seed(value: &str) -> Result<u64, UsageError> {
     }
     match v.parse::<i64>() {
         Ok(seed) => Ok(seed as u64),
+        Err(e)
+            if matches!(
+                e.kind(),
+                IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+            ) =>
+        {
+            Err(UsageError(format!(
+                "seed '{value}' for -s is out of range; use a whole number from {} to {}",
+                i64::MIN,
+                u64::MAX
+            )))
+        }
         Err(_) => Err(UsageError(format!(
             "invalid seed '{value}' for -s; expected a whole number (0 seeds from the clock)"
         ))),
@@ -474,6 +515,12 @@ mod tests {
     }
 
     #[test]
+    fn huge_step_count_means_seq_len() {
+        let run = run_args(&["m.bin", "-n", "99999999999999999999"]);
+        assert_eq!(run.steps, usize::MAX);
+    }
+
+    #[test]
     fn negative_seed_wraps_like_c() {
         assert_eq!(run_args(&["m.bin", "-s", "-1"]).seed, u64::MAX);
     }
@@ -484,10 +531,16 @@ mod tests {
         assert!(error(&["m.bin", "-t", "abc"]).contains("invalid temperature 'abc'"));
         assert!(error(&["m.bin", "-t", "inf"]).contains("invalid temperature 'inf'"));
         assert!(error(&["m.bin", "--bogus"]).contains("unknown option '--bogus'"));
-        assert!(error(&["m.bin", "-t", "1", "extra"]).contains("unknown option 'extra'"));
+        assert!(error(&["m.bin", "-t", "1", "extra"]).contains("unexpected argument 'extra'"));
+        assert!(error(&["m.bin", "--threads=2"])
+            .contains("give the value as a separate argument: --threads 2"));
+        assert!(error(&["m.bin", "-s", "99999999999999999999999"])
+            .contains("out of range; use a whole number from -9223372036854775808"));
         assert!(error(&["m.bin", "-p", "1.5"]).contains("invalid top-p '1.5'"));
         assert!(error(&["m.bin", "-p", "-0.1"]).contains("invalid top-p '-0.1'"));
         assert!(error(&["m.bin", "-n", "-3"]).contains("invalid step count '-3'"));
+        assert!(error(&["m.bin", "-n", "-99999999999999999999"]).contains("or a positive number"));
+        assert!(error(&["m.bin", "-n", "ten"]).contains("use a whole number"));
         assert!(error(&["m.bin", "-s", "x"]).contains("invalid seed 'x'"));
         assert!(error(&["m.bin", "-m", "talk"]).contains("unknown mode 'talk'"));
         assert!(error(&["m.bin", "-q", "1"]).contains("unknown option '-q'"));

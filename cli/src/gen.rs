@@ -153,8 +153,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
     };
     let config = config_for(shape, format, shared)?;
     let bytes = synthesize(&config, seed)?;
-    let mut file = std::fs::File::create(&output)
-        .map_err(|e| format!("{}: cannot create: {e}", output.display()))?;
+    let mut file = std::fs::File::create(&output).map_err(|e| {
+        format!(
+            "{}: cannot create: {e}; give a file path in a writable directory as OUTPUT",
+            output.display()
+        )
+    })?;
     file.write_all(&bytes)
         .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
     eprintln!("wrote {} ({} bytes)", output.display(), bytes.len());

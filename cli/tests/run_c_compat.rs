@@ -267,7 +267,7 @@ fn truncated_and_empty_models_are_rejected() {
     let stderr = stderr_failed(&specdec(&[&half], b""));
     assert!(
         stderr.contains(&format!(
-            "truncated: the header implies {} bytes but the file has {}",
+            "truncated: the header implies {} bytes but the file has {}; the file is incomplete",
             bytes.len(),
             bytes.len() / 2
         )),

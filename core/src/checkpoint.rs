@@ -211,7 +211,8 @@ impl fmt::Display for CheckpointError {
             }
             CheckpointError::Truncated { expected, found } => write!(
                 f,
-                "truncated: the header implies {expected} bytes but the file has {found}"
+                "truncated: the header implies {expected} bytes but the file has {found}; \
+                 the file is incomplete, so copy or download it again"
             ),
             CheckpointError::TrailingBytes { expected, found } => write!(
                 f,

@@ -650,7 +650,8 @@ fn half_synthetic_file_truncated() {
     };
     assert_eq!(
         error.to_string(),
-        "truncated: the header implies 1056540 bytes but the file has 528270"
+        "truncated: the header implies 1056540 bytes but the file has 528270; \
+         the file is incomplete, so copy or download it again"
     );
 }
 
