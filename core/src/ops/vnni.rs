@@ -245,9 +245,10 @@ impl Q8Rows<'_> {
         for g in 0..groups {
             let start = g * gs;
             for r in 0..8 {
-                // Prefetch the next block's weights for this group into L2.
-                // The pointer may pass the end of W (wrapping_add permits
-                // that), and a prefetch never faults.
+                // Prefetch this group's weights of the block
+                // Q8_PREFETCH_CALLS blocks ahead into L2. The pointer may
+                // pass the end of W (wrapping_add permits that), and a
+                // prefetch never faults.
                 let mut line = w_ptr.wrapping_add((8 * Q8_PREFETCH_CALLS + r) * n + start);
                 let end = line.wrapping_add(gs);
                 while line < end {
