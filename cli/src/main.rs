@@ -91,6 +91,12 @@ fn run_model(run: &RunArgs) -> Result<(), String> {
     let model = Transformer::new(model_file.bytes())
         .map_err(|e| format!("{}: {e}", run.checkpoint.display()))?;
     let config = model.config;
+    if run.fast_math && config.format().group_size().is_some() {
+        eprintln!(
+            "note: --fast-math changes only fp32 matmuls, and {} is Q8_0, so its output stays exact",
+            run.checkpoint.display()
+        );
+    }
 
     // run.c runs seq_len positions for -n 0 and clamps larger values.
     let steps = if run.steps == 0 || run.steps > config.seq_len() {

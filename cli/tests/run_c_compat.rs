@@ -425,3 +425,26 @@ fn help_to_full_device_fails_cleanly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn fast_math_on_q8_model_notes_no_effect() {
+    let args = ["-t", "0", "-n", "40"];
+    let Some(exact) = run_real("stories260K_q80.bin", "tok512.bin", &args) else {
+        return;
+    };
+    let fast = run_real(
+        "stories260K_q80.bin",
+        "tok512.bin",
+        &["-t", "0", "-n", "40", "--fast-math"],
+    )
+    .unwrap();
+    assert_eq!(stdout_ok(&fast), stdout_ok(&exact));
+    let stderr = String::from_utf8_lossy(&fast.stderr);
+    assert!(
+        stderr.contains("--fast-math changes only fp32 matmuls")
+            && stderr.contains("stories260K_q80.bin is Q8_0"),
+        "{stderr}"
+    );
+    let stderr = String::from_utf8_lossy(&exact.stderr);
+    assert!(!stderr.contains("--fast-math"), "{stderr}");
+}
