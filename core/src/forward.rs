@@ -515,6 +515,7 @@ impl AttentionHeads<'_> {
     fn run(&self, h: usize) {
         let (head_size, seq_len) = (self.head_size, self.seq_len);
         let kv_offset = (h / self.kv_mul) * head_size;
+        let divisor = sqrtf(head_size as f32);
         // SAFETY: head h alone uses att block h.
         let att = unsafe {
             self.att
@@ -541,7 +542,6 @@ impl AttentionHeads<'_> {
             };
             matmul_strided(att, seq_len, queries, keys);
 
-            let divisor = sqrtf(head_size as f32);
             for b in b0..b1 {
                 let scores = &mut att[(b - b0) * seq_len..(b - b0) * seq_len + self.pos + b + 1];
                 for score in scores.iter_mut() {

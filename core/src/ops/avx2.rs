@@ -370,9 +370,10 @@ fn matmul_avx2(xout: &mut [f32], x: &[f32], w: &[f32], n: usize, d: usize) {
     }
 }
 
-/// The operands of [`rows`]: `x` holds batch rows of `n` values, one every
-/// `x_stride` values, and `w` holds rows of `W`, one every `w_stride`
-/// values. Output row `i` of batch row `b` goes to `xout[b * out_stride + i]`.
+/// The operands of [`rows`]. `x` contains batch rows of `n` values, one
+/// every `x_stride` values, and `w` contains rows of `W`, one every
+/// `w_stride` values. Output row `i` of batch row `b` goes to
+/// `xout[b * out_stride + i]`.
 #[derive(Clone, Copy)]
 struct Operands<'a> {
     x: &'a [f32],
@@ -412,17 +413,18 @@ fn rows<const T: usize>(op: Operands<'_>, xout: &mut [f32], i: usize, t0: usize)
         n,
         out_stride,
     } = op;
-    assert!(x_stride >= n && w_stride >= n);
+    assert!(x_stride >= n);
+    assert!(w_stride >= n);
     assert!(x.len() >= (t0 + T - 1) * x_stride + n);
     assert!(w.len() >= (i + 7) * w_stride + n);
     let x_rows = &x[t0 * x_stride..];
     let w_rows = &w[i * w_stride..];
 
-    // acc[t] is output rows i..i + 8 of batch row t0 + t. It is one chain of
-    // dependent adds, but 8 rows at a time still leave the kernel waiting
-    // on memory rather than on those adds: blocks of 16 rows with two chains
-    // were slower, because more rows read side by side make more streams
-    // for the prefetcher to follow.
+    // acc[t] is output rows i..i + 8 of batch row t0 + t, one chain of
+    // dependent adds. With 8 rows at a time the kernel still waits on memory
+    // rather than on those adds. Blocks of 16 rows with two chains were
+    // slower, because more rows read side by side make more streams for the
+    // prefetcher to follow.
     let mut acc = [_mm256_setzero_ps(); T];
     let x_ptr = x_rows.as_ptr();
     let w_ptr = w_rows.as_ptr();
@@ -439,7 +441,7 @@ fn rows<const T: usize>(op: Operands<'_>, xout: &mut [f32], i: usize, t0: usize)
                 _mm_prefetch::<_MM_HINT_T2>(line.cast());
             }
         }
-        // SAFETY: j + 8 <= n, and w_rows holds 8 rows of n values at
+        // SAFETY: j + 8 <= n, and w_rows contains 8 rows of n values at
         // stride w_stride (asserted above).
         let columns = unsafe { load_transposed(w_ptr.add(j), w_stride) };
         for (k, column) in columns.iter().enumerate() {

@@ -31,18 +31,9 @@ pub fn matmul(xout: &mut [f32], x: &[f32], w: &[f32], n: usize, d: usize) {
 pub fn fma_available() -> bool {
     #[cfg(feature = "std")]
     {
-        use core::sync::atomic::{AtomicU8, Ordering};
-        static STATE: AtomicU8 = AtomicU8::new(0);
-        match STATE.load(Ordering::Relaxed) {
-            2 => true,
-            1 => false,
-            _ => {
-                let found =
-                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-                STATE.store(if found { 2 } else { 1 }, Ordering::Relaxed);
-                found
-            }
-        }
+        static DETECTED: super::Detected = super::Detected::new();
+        DETECTED
+            .get(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
     }
     #[cfg(not(feature = "std"))]
     {

@@ -203,7 +203,7 @@ impl Q8Rows<'_> {
 
     /// Writes output rows `i..i + 8` for the `T` batch rows in `x_rows`, the
     /// first of which is batch row `t0`, for groups of 32k values. `x_sums`
-    /// holds `128 * sum(x)` for each group of those rows.
+    /// contains `128 * sum(x)` for each group of those rows.
     ///
     /// Lane `r` of every vector belongs to weight row `i + r`, so no sum is
     /// ever reduced across lanes. For each 32 columns the kernel loads the
